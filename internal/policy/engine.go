@@ -1,0 +1,256 @@
+package policy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// DefaultEvalTimeout bounds one evaluation when Options.EvalTimeout is zero.
+const DefaultEvalTimeout = 2 * time.Second
+
+// Options configure an Engine.
+type Options struct {
+	// Package is the dotted package whose rules make the decision. Default
+	// "superset.authz".
+	Package string
+	// Dir is the policy directory. Either Dir or FS must be set; Dir wins.
+	Dir string
+	// FS is a policy tree, such as the copy embedded in the binary. It is
+	// read once and never watched.
+	FS fs.FS
+	// Source labels the policy in Info and in file names of errors; default
+	// Dir, or "embedded" for FS.
+	Source string
+	// Logger receives reload and evaluation errors. Default: discard.
+	Logger *slog.Logger
+	// Registerer registers the engine's metrics; nil means no metrics.
+	Registerer prometheus.Registerer
+	// EvalTimeout bounds one evaluation. Default DefaultEvalTimeout.
+	EvalTimeout time.Duration
+	// PollInterval is how often Watch compares the content hash of the
+	// directory with the serving revision. Default one second.
+	PollInterval time.Duration
+	// Debounce is how long Watch waits after a file event before reloading,
+	// so that an editor's burst of writes loads once. Default 200 ms.
+	Debounce time.Duration
+}
+
+// Engine evaluates the policy of one package. It is safe for concurrent
+// use; a reload swaps the serving revision atomically, and evaluations in
+// flight finish on the revision they started with.
+type Engine struct {
+	opts    Options
+	pkg     ast.Ref
+	log     *slog.Logger
+	metrics *metrics
+
+	current atomic.Pointer[revision]
+
+	// mu serializes reloads and guards the fields below.
+	mu          sync.Mutex
+	lastError   string
+	lastErrorAt time.Time
+	// refused is the content hash of the last refused change, so that the
+	// poll does not log the same refusal every second.
+	refused string
+}
+
+// New loads, compiles and smoke-tests the policy, and returns an engine
+// serving it. It fails when the policy does not compile, does not define
+// the package or its allow rule, or fails the smoke evaluation.
+func New(opts Options) (*Engine, error) {
+	if opts.Package == "" {
+		opts.Package = DefaultPackage
+	}
+	if opts.Dir == "" && opts.FS == nil {
+		return nil, errors.New("new policy engine: neither a directory nor a file system given")
+	}
+	if opts.Source == "" {
+		opts.Source = opts.Dir
+		if opts.Dir == "" {
+			opts.Source = "embedded"
+		}
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.EvalTimeout <= 0 {
+		opts.EvalTimeout = DefaultEvalTimeout
+	}
+	if opts.PollInterval <= 0 {
+		opts.PollInterval = time.Second
+	}
+	if opts.Debounce <= 0 {
+		opts.Debounce = 200 * time.Millisecond
+	}
+	pkg, err := pkgRef(opts.Package)
+	if err != nil {
+		return nil, fmt.Errorf("new policy engine: %w", err)
+	}
+	e := &Engine{opts: opts, pkg: pkg, log: opts.Logger.With("component", "policy")}
+	if opts.Registerer != nil {
+		if e.metrics, err = newMetrics(opts.Registerer); err != nil {
+			return nil, fmt.Errorf("new policy engine: %w", err)
+		}
+	}
+	snap, err := e.read()
+	if err != nil {
+		return nil, fmt.Errorf("new policy engine: %w", err)
+	}
+	rev, err := e.build(snap)
+	if err != nil {
+		return nil, fmt.Errorf("new policy engine: source %q: %w", opts.Source, err)
+	}
+	e.swap(rev)
+	e.metrics.reloaded("success")
+	e.log.Info("policy loaded", "source", opts.Source, "revision", rev.id, "files", len(rev.files))
+	return e, nil
+}
+
+func (e *Engine) fsys() fs.FS {
+	if e.opts.Dir != "" {
+		return dirFS(e.opts.Dir)
+	}
+	return e.opts.FS
+}
+
+func (e *Engine) read() (*snapshot, error) {
+	return readSnapshot(e.fsys())
+}
+
+// build compiles a snapshot and runs the smoke evaluation.
+func (e *Engine) build(snap *snapshot) (*revision, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	rev, err := compile(ctx, snap, e.pkg, e.opts.Source)
+	if err != nil {
+		return nil, err
+	}
+	// Smoke evaluation: an empty input must evaluate, with the contract's
+	// types, before the revision may serve.
+	if _, err := e.eval(ctx, rev, Input{}, true); err != nil {
+		return nil, fmt.Errorf("smoke evaluation with an empty input: %w", err)
+	}
+	return rev, nil
+}
+
+func (e *Engine) swap(rev *revision) {
+	rev.loadedAt = time.Now().UTC()
+	old := e.current.Swap(rev)
+	if e.metrics != nil {
+		if old != nil && old.id != rev.id {
+			e.metrics.revision.DeleteLabelValues(old.id)
+		}
+		e.metrics.revision.WithLabelValues(rev.id).Set(1)
+	}
+}
+
+// Reload reads the source again and serves it when it compiles and passes
+// the smoke evaluation. Otherwise it returns the error, which it has also
+// logged at ERROR and recorded in Info, and the serving revision stays.
+// Reload is what SIGHUP calls; it recompiles even when the content did not
+// change.
+func (e *Engine) Reload() error {
+	return e.reload(true)
+}
+
+// reload loads the source when its content hash differs from the serving
+// revision and from the last refused change, or always when force is set.
+func (e *Engine) reload(force bool) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	snap, err := e.read()
+	if err != nil {
+		return e.refuse("", err)
+	}
+	if !force && (snap.hash == e.current.Load().id || snap.hash == e.refused) {
+		return nil
+	}
+	rev, err := e.build(snap)
+	if err != nil {
+		return e.refuse(snap.hash, err)
+	}
+	old := e.current.Load().id
+	e.swap(rev)
+	e.refused = ""
+	e.metrics.reloaded("success")
+	e.log.Info("policy reloaded", "source", e.opts.Source, "revision", rev.id, "previous_revision", old)
+	return nil
+}
+
+// refuse records a refused change; e.mu is held.
+func (e *Engine) refuse(hash string, err error) error {
+	e.refused = hash
+	e.lastError = err.Error()
+	e.lastErrorAt = time.Now().UTC()
+	e.metrics.reloaded("failure")
+	e.log.Error("policy change refused; the last good revision keeps serving",
+		"source", e.opts.Source, "revision", e.current.Load().id, "refused_revision", hash, "error", err)
+	return fmt.Errorf("reload policy from %q: %w", e.opts.Source, err)
+}
+
+// Info describes the serving revision and the last refused change.
+func (e *Engine) Info() Info {
+	rev := e.current.Load()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return Info{
+		Revision:    rev.id,
+		LoadedAt:    rev.loadedAt,
+		Source:      e.opts.Source,
+		Packages:    append([]string(nil), rev.packages...),
+		Files:       append([]string(nil), rev.files...),
+		LastError:   e.lastError,
+		LastErrorAt: e.lastErrorAt,
+	}
+}
+
+// Revision returns the serving policy revision.
+func (e *Engine) Revision() string {
+	return e.current.Load().id
+}
+
+// Evaluate decides for one input with the serving revision. Matches are
+// filled only when explain is set. An undefined package, a rule of the
+// wrong type, a runtime error or a timeout is an error, logged at ERROR
+// with the rule and the revision; a Result is returned only on success, so
+// an error never comes with Allow set.
+func (e *Engine) Evaluate(ctx context.Context, in Input, explain bool) (*Result, error) {
+	ctx, cancel := context.WithTimeout(ctx, e.opts.EvalTimeout)
+	defer cancel()
+	rev := e.current.Load()
+	start := time.Now()
+	res, err := e.eval(ctx, rev, in, explain)
+	e.metrics.observe(time.Since(start), err)
+	if err != nil {
+		attrs := []any{"revision", rev.id, "package", e.opts.Package, "error", err}
+		var re *ruleError
+		if errors.As(err, &re) {
+			attrs = append(attrs, "rule", re.rule)
+		}
+		e.log.ErrorContext(ctx, "policy evaluation failed", attrs...)
+		return nil, err
+	}
+	return res, nil
+}
+
+// Watch reloads the policy directory when it changes, until ctx is done:
+// file events (debounced) and a poll of the content hash, which catches a
+// Kubernetes ConfigMap's symbolic link swap that file events miss. An
+// engine over an fs.FS is not watched.
+func (e *Engine) Watch(ctx context.Context) {
+	if e.opts.Dir == "" {
+		e.log.Debug("policy source is not a directory; not watching", "source", e.opts.Source)
+		return
+	}
+	e.watch(ctx)
+}

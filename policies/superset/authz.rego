@@ -1,0 +1,193 @@
+# METADATA
+# title: Superset authorization
+# description: |
+#   Decides whether a person may use Superset, with which roles and which
+#   row-level security filters, from the verified claims of their ID token.
+#   The mapping lives in data.superset.mappings (mappings/data.json), so
+#   that administrators change a table, not this code.
+package superset.authz
+
+import data.superset.mappings
+
+# METADATA
+# title: Allow
+# description: A person may use Superset when at least one role is granted.
+# entrypoint: true
+default allow := false
+
+allow if count(roles) > 0
+
+# METADATA
+# title: Roles
+# description: Superset role names granted by groups and by claim values.
+# entrypoint: true
+roles contains grant.role if some grant in _grants
+
+# METADATA
+# title: Row-level security filters
+# description: |
+#   Structured filters, never SQL: one per claim mapping with an "rls"
+#   entry whose claim the person has, and a match-nothing filter for each
+#   governed table that no other filter of the person covers.
+# entrypoint: true
+rls_filters contains f if some f in _claim_filters
+
+rls_filters contains f if some f in _governed_filters
+
+# METADATA
+# title: Reasons
+# description: Human-readable reasons for every grant, filter and refusal.
+# entrypoint: true
+reasons contains grant.reason if some grant in _grants
+
+reasons contains r if {
+	some f in _claim_filters
+	r := sprintf("claim mapping '%s' limits %s to rows where %s is one of %v", [
+		f.name, concat(", ", f.tables), f.column, f.values,
+	])
+}
+
+reasons contains r if {
+	some f in _governed_filters
+	r := sprintf("table %s is governed and no filter of this person applies to it: no rows", [f.tables[0]])
+}
+
+reasons contains r if {
+	some role in _exempting_roles
+	r := sprintf("role %s is exempt from the deny on governed tables", [role])
+}
+
+reasons contains "no group or claim of this person maps to a role" if count(roles) == 0
+
+reasons contains concat(" ", [
+	"the identity provider left this person's groups out of the token (group overage),",
+	"so group mappings could not apply; administrators: have the IdP send only the",
+	"groups assigned to the application, or map a claim instead",
+]) if {
+	input.groups_overage == true
+}
+
+# METADATA
+# title: Matches
+# description: The data entries that matched, for explanations.
+# entrypoint: true
+matches contains {"kind": "group", "entry": key, "value": group} if some [key, group] in _matched_groups
+
+matches contains {"kind": "claim", "entry": hit.mapping, "claim": hit.claim, "value": hit.value} if {
+	some hit in _claim_hits
+}
+
+matches contains {"kind": "governed_table", "entry": f.tables[0]} if some f in _governed_filters
+
+# The person's groups: input.groups as an array, or a single string.
+_groups contains g if {
+	some g in _as_array(input.groups)
+	is_string(g)
+	g != ""
+}
+
+_as_array(x) := x if is_array(x)
+
+_as_array(x) := [x] if not is_array(x)
+
+_case_insensitive if mappings.options.case_insensitive_groups == true
+
+# [data key, person's group] for each group entry that matched.
+_matched_groups contains [g, g] if {
+	not _case_insensitive
+	some g in _groups
+	mappings.groups[g]
+}
+
+_matched_groups contains [key, g] if {
+	_case_insensitive
+	some key, _ in mappings.groups
+	some g in _groups
+	lower(key) == lower(g)
+}
+
+_grants contains {"role": role, "reason": reason} if {
+	some [key, group] in _matched_groups
+	some role in mappings.groups[key].roles
+	reason := _group_reason(key, group, role)
+}
+
+_grants contains {"role": role, "reason": reason} if {
+	some hit in _claim_hits
+	some role in mappings.claims[hit.mapping].roles[_key(hit.value)]
+	reason := sprintf("claim %s '%s' grants role %s", [hit.claim, _key(hit.value), role])
+}
+
+_group_reason(key, group, role) := sprintf("group '%s' grants role %s", [group, role]) if key == group
+
+_group_reason(key, group, role) := sprintf("group '%s' (matched '%s' ignoring case) grants role %s", [group, key, role]) if {
+	key != group
+}
+
+# One hit per claim value of a claim mapping: claims may hold a string, a
+# number, a boolean, or an array of them; empty strings count as absent.
+_claim_hits contains {"mapping": name, "claim": claim, "value": value} if {
+	some name, mapping in mappings.claims
+	some claim in mapping.claims
+	some value in _as_array(input.claims[claim])
+	_scalar(value)
+}
+
+_scalar(v) if {
+	is_string(v)
+	v != ""
+}
+
+_scalar(v) if is_number(v)
+
+_scalar(v) if is_boolean(v)
+
+# Role tables are keyed by strings; numbers and booleans match their JSON
+# text ("1000", "true").
+_key(v) := v if is_string(v)
+
+_key(v) := json.marshal(v) if not is_string(v)
+
+_claim_filters contains f if {
+	some name, mapping in mappings.claims
+	rls := mapping.rls
+	values := {hit.value | some hit in _claim_hits; hit.mapping == name}
+	count(values) > 0
+	f := {
+		"name": name,
+		"tables": rls.tables,
+		"column": rls.column,
+		"operator": object.get(rls, "operator", "in"),
+		"values": sort(values),
+		"group_key": object.get(rls, "group_key", name),
+		"filter_type": object.get(rls, "filter_type", "REGULAR"),
+	}
+}
+
+_covered_tables contains table if {
+	some f in _claim_filters
+	some table in f.tables
+}
+
+_exempting_roles contains role if {
+	some role in mappings.governed_tables_exempt_roles
+	role in roles
+}
+
+# A governed table that no filter of the person covers gets a filter with
+# no values, which matches no row: deny by default, unlike Superset's own
+# row-level security.
+_governed_filters contains f if {
+	count(_exempting_roles) == 0
+	some table, governed in mappings.governed_tables
+	not table in _covered_tables
+	f := {
+		"name": concat("", ["governed:", table]),
+		"tables": [table],
+		"column": governed.column,
+		"operator": "in",
+		"values": [],
+		"group_key": "",
+		"filter_type": "REGULAR",
+	}
+}

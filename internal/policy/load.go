@@ -307,7 +307,6 @@ func refStrings(r ast.Ref) []string {
 	return out
 }
 
-
 // dirFS is os.DirFS, kept as a function for the source of a directory.
 func dirFS(dir string) fs.FS {
 	return os.DirFS(filepath.Clean(dir))

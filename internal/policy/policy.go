@@ -30,18 +30,19 @@ type Input struct {
 
 // Result is what a policy decided for one input.
 type Result struct {
-	Allow bool
+	// Allow says whether the person may use Superset at all.
+	Allow bool `json:"allow"`
 	// Roles are Superset role names, sorted.
-	Roles []string
+	Roles []string `json:"roles"`
 	// Filters are the policy's row-level security filters, sorted by name.
-	Filters []rls.Filter
+	Filters []rls.Filter `json:"filters"`
 	// Reasons are human-readable explanations, sorted.
-	Reasons []string
+	Reasons []string `json:"reasons"`
 	// Matches are the data entries that matched, when the policy exposes
 	// them (rule "matches"); only filled when explanation was asked for.
-	Matches []map[string]any
+	Matches []map[string]any `json:"matches,omitempty"`
 	// Revision is the policy revision that produced this result.
-	Revision string
+	Revision string `json:"revision,omitempty"`
 }
 
 // Info describes the serving policy revision.

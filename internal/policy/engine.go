@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/topdown"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -236,6 +237,11 @@ func (e *Engine) Evaluate(ctx context.Context, in Input, explain bool) (*Result,
 		var re *ruleError
 		if errors.As(err, &re) {
 			attrs = append(attrs, "rule", re.rule)
+		}
+		var te *topdown.Error
+		if errors.As(err, &te) && te.Location != nil {
+			// The location names the rule's file and line.
+			attrs = append(attrs, "location", te.Location.String())
 		}
 		e.log.ErrorContext(ctx, "policy evaluation failed", attrs...)
 		return nil, err

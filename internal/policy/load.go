@@ -223,6 +223,7 @@ func compile(ctx context.Context, snap *snapshot, pkg ast.Ref, label string) (*r
 		WithSkipBundleVerification(true).
 		WithProcessAnnotations(true).
 		WithRegoVersion(ast.RegoV1).
+		WithBaseDir(label).
 		Read()
 	if err != nil {
 		return nil, fmt.Errorf("load policy: %w", err)

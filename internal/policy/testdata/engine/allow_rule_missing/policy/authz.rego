@@ -1,0 +1,3 @@
+package test.authz
+
+roles contains "Gamma"

@@ -1,0 +1,5 @@
+package acme.superset.decide
+
+allow if input.username == "root"
+
+roles contains "Admin" if allow

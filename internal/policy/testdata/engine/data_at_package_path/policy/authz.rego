@@ -1,0 +1,3 @@
+package test.authz
+
+default allow := false

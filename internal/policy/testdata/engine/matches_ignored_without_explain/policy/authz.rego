@@ -1,0 +1,5 @@
+package test.authz
+
+default allow := false
+
+matches := "x" if input.claims.x

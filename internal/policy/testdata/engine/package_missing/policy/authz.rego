@@ -1,0 +1,3 @@
+package other.authz
+
+default allow := false

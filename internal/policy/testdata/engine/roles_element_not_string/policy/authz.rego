@@ -1,0 +1,5 @@
+package test.authz
+
+default allow := false
+
+roles contains 1 if input.claims.x

@@ -1,0 +1,5 @@
+package test.authz
+
+default allow := false
+
+roles := "Admin" if input.claims.x

@@ -1,0 +1,8 @@
+package test.authz
+
+default allow := false
+
+roles[k] := 1 if {
+	input.claims.x
+	k := "Admin"
+}

@@ -1,0 +1,5 @@
+package test.authz
+
+allow := true if input.username == ""
+
+allow := false if count(input.groups) == 0

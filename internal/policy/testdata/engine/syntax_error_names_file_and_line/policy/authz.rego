@@ -1,0 +1,7 @@
+package test.authz
+
+default allow := false
+
+allow if {
+	input.groups[
+}

@@ -1,0 +1,5 @@
+package test.authz
+
+default allow := false
+
+allow if "ops" in input.groups

@@ -1,0 +1,3 @@
+package test.authz
+
+allow if input.claims.never

@@ -9,8 +9,12 @@ package devidp
 
 import (
 	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -192,4 +196,71 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
 	_ = json.NewEncoder(w).Encode(v)
+}
+
+// ClaimValue turns a command-line claim value into a claim: JSON numbers,
+// booleans, arrays and objects stay typed, anything else is a string.
+func ClaimValue(v string) any {
+	if v == "" {
+		return v
+	}
+	switch v[0] {
+	case '[', '{', 't', 'f', '-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9':
+		dec := json.NewDecoder(strings.NewReader(v))
+		dec.UseNumber()
+		var out any
+		if err := dec.Decode(&out); err == nil && !dec.More() {
+			return out
+		}
+	}
+	return v
+}
+
+// SignWithKey signs a token with a PEM private key (RSA, EC or Ed25519),
+// for tests and demos against a configured issuer whose JWKS holds the
+// matching public key. It sets iss, aud (unless claims hold one), iat and
+// exp from ttl.
+func SignWithKey(pemKey []byte, issuer string, claims map[string]any, ttl time.Duration) (string, error) {
+	block, _ := pem.Decode(pemKey)
+	if block == nil {
+		return "", errors.New("devidp: key file holds no PEM block")
+	}
+	key, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+	if err != nil {
+		if k, err1 := x509.ParsePKCS1PrivateKey(block.Bytes); err1 == nil {
+			key, err = k, nil
+		} else if k, err2 := x509.ParseECPrivateKey(block.Bytes); err2 == nil {
+			key, err = k, nil
+		}
+	}
+	if err != nil {
+		return "", fmt.Errorf("devidp: parse private key: %w", err)
+	}
+	var alg jose.SignatureAlgorithm
+	var pub any
+	switch k := key.(type) {
+	case *rsa.PrivateKey:
+		alg, pub = jose.RS256, &k.PublicKey
+	case *ecdsa.PrivateKey:
+		alg, pub = jose.ES256, &k.PublicKey
+	case ed25519.PrivateKey:
+		alg, pub = jose.EdDSA, k.Public()
+	default:
+		return "", fmt.Errorf("devidp: unsupported key type %T", key)
+	}
+	thumb, err := (&jose.JSONWebKey{Key: pub}).Thumbprint(crypto.SHA256)
+	if err != nil {
+		return "", fmt.Errorf("devidp: key thumbprint: %w", err)
+	}
+	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: alg, Key: key},
+		(&jose.SignerOptions{}).WithType("JWT").WithHeader("kid", fmt.Sprintf("%x", thumb[:8])))
+	if err != nil {
+		return "", fmt.Errorf("devidp: signer: %w", err)
+	}
+	now := time.Now()
+	all := map[string]any{"iss": issuer, "aud": Audience, "iat": now.Unix(), "exp": now.Add(ttl).Unix()}
+	for k, v := range claims {
+		all[k] = v
+	}
+	return jwt.Signed(signer).Claims(all).Serialize()
 }

@@ -176,8 +176,8 @@ type Verifier struct {
 // has no keys yet; it does no network I/O. Every configuration problem is
 // reported at once, joined in the returned error.
 func NewVerifier(issuers []IssuerConfig, opts Options) (*Verifier, error) {
-	errs := opts.validate()
 	opts = opts.withDefaults()
+	errs := opts.validate()
 	if len(issuers) == 0 {
 		errs = append(errs, errors.New("issuers: at least one issuer is required"))
 	}

@@ -207,8 +207,8 @@ func counterValue(c prometheus.Counter) float64 {
 	return m.GetCounter().GetValue()
 }
 
-// gathered returns the value of the metric name whose labels' values are
-// exactly labels, in order, as reg exposes it.
+// gathered returns the value of the metric name, as reg exposes it, whose
+// label values are exactly labels, given in the order of the label names.
 func gathered(t *testing.T, reg prometheus.Gatherer, name string, labels ...string) (float64, bool) {
 	t.Helper()
 	mfs, err := reg.Gather()

@@ -54,7 +54,7 @@ func TestIdentityProviderClaimShapes(t *testing.T) {
 		{
 			name: "cognito",
 			file: "cognito.json",
-			cfg: IssuerConfig{GroupsClaim: "cognito:groups", RequiredClaims: map[string]string{"token_use": "id"}},
+			cfg:  IssuerConfig{GroupsClaim: "cognito:groups", RequiredClaims: map[string]string{"token_use": "id"}},
 			want: Identity{
 				Subject: "6b1f0c2e-8d3a-4c55-9d0e-1f2a3b4c5d6e", Username: "alice@example.com",
 				Email: "alice@example.com", FirstName: "Alice", LastName: "Smith",

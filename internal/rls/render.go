@@ -15,6 +15,11 @@ import (
 // longer name could compare a different column than the policy meant.
 const maxIdentLen = 63
 
+// MaxStringLen is the longest string value, in bytes, that Render accepts.
+// A claim longer than this is a mistake or an attack, and a clause built
+// from it would burden every query of the table.
+const MaxStringLen = 64 << 10
+
 // sqliteCharArgs bounds the code points per SQLite char() call, below the
 // engine's default limit of 127 function arguments.
 const sqliteCharArgs = 100
@@ -145,6 +150,9 @@ func checkValue(v any) (valueKind, error) {
 		if !utf8.ValidString(v) {
 			return 0, errors.New("string is not valid UTF-8")
 		}
+		if len(v) > MaxStringLen {
+			return 0, fmt.Errorf("string of %d bytes is longer than %d", len(v), MaxStringLen)
+		}
 		if strings.IndexByte(v, 0) >= 0 {
 			return 0, errors.New("string holds a NUL character")
 		}
@@ -224,22 +232,40 @@ func writeString(b *strings.Builder, d Dialect, s string) {
 		b.WriteByte('\'')
 	case SQLite:
 		// char() builds text from code points in the database's encoding.
-		var buf [12]byte
-		n := 0
+		// Calls of at most sqliteCharArgs code points are concatenated as a
+		// balanced tree, so a long string stays far from the engine's
+		// expression depth limit.
+		codes := make([]rune, 0, len(s))
 		for _, r := range s {
-			switch {
-			case n == 0:
-				b.WriteString("char(")
-			case n%sqliteCharArgs == 0:
-				b.WriteString(") || char(")
-			default:
-				b.WriteString(", ")
-			}
-			b.Write(strconv.AppendInt(buf[:0], int64(r), 10))
-			n++
+			codes = append(codes, r)
 		}
-		b.WriteByte(')')
+		chunks := (len(codes) + sqliteCharArgs - 1) / sqliteCharArgs
+		writeCharTree(b, codes, 0, chunks)
 	}
+}
+
+// writeCharTree writes chunks [lo, hi) of codes as SQLite char() calls
+// joined by || in a balanced tree.
+func writeCharTree(b *strings.Builder, codes []rune, lo, hi int) {
+	if hi-lo > 1 {
+		mid := (lo + hi) / 2
+		b.WriteByte('(')
+		writeCharTree(b, codes, lo, mid)
+		b.WriteString(" || ")
+		writeCharTree(b, codes, mid, hi)
+		b.WriteByte(')')
+		return
+	}
+	end := min((lo+1)*sqliteCharArgs, len(codes))
+	var buf [12]byte
+	b.WriteString("char(")
+	for i, r := range codes[lo*sqliteCharArgs : end] {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.Write(strconv.AppendInt(buf[:0], int64(r), 10))
+	}
+	b.WriteByte(')')
 }
 
 // plain reports whether s holds only ASCII letters, digits, space and

@@ -3,6 +3,7 @@ package rls_test
 import (
 	"math/rand/v2"
 	"strings"
+	"unicode/utf8"
 )
 
 // hostileValues are claim values written to break out of a literal, a
@@ -109,7 +110,8 @@ func decoys(v string) []string {
 		strings.ReplaceAll(v, `'`, `''`),
 	}
 	if v != "" {
-		out = append(out, v[:len(v)-1]+"X")
+		_, size := utf8.DecodeLastRuneInString(v)
+		out = append(out, v[:len(v)-size]+"X")
 	}
 	return out
 }

@@ -171,6 +171,10 @@ func (e *Engine) reload(force bool) error {
 	defer e.mu.Unlock()
 	snap, err := e.read()
 	if err != nil {
+		if !force && e.refused == "" && e.lastError == err.Error() {
+			// The same unreadable source as at the last poll; logged once.
+			return nil
+		}
 		return e.refuse("", err)
 	}
 	if !force && (snap.hash == e.current.Load().id || snap.hash == e.refused) {

@@ -13,7 +13,6 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"mime"
 	"net/http"
 	"slices"
 	"strconv"
@@ -381,11 +380,6 @@ func (iss *issuer) get(ctx context.Context, u string) ([]byte, http.Header, erro
 	if resp.StatusCode != http.StatusOK {
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxDocumentBytes))
 		return nil, nil, fmt.Errorf("GET %s: status %s", quote(u), quote(resp.Status))
-	}
-	if ct := resp.Header.Get("Content-Type"); ct != "" {
-		if mt, _, err := mime.ParseMediaType(ct); err == nil && !strings.Contains(mt, "json") {
-			return nil, nil, fmt.Errorf("GET %s: content type %s is not JSON", quote(u), quote(mt))
-		}
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxDocumentBytes+1))
 	if err != nil {

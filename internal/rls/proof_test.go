@@ -401,3 +401,62 @@ func FuzzRenderInEngines(f *testing.F) {
 		}
 	})
 }
+
+// TestEngineModes shows that each mode the proofs run under really changes
+// how the engine reads a naively quoted literal, and that MySQL's default
+// comparison is looser than equality: without these, the proofs would not
+// prove what they claim.
+func TestEngineModes(t *testing.T) {
+	type probe struct {
+		mode  string
+		query string
+		want  int64
+	}
+	tests := []struct {
+		name    string
+		dialect rls.Dialect
+		probes  []probe
+	}{
+		{name: "postgresql", dialect: rls.PostgreSQL, probes: []probe{
+			{mode: "standard_conforming_strings=on", query: `SELECT length('\\')`, want: 2},
+			{mode: "standard_conforming_strings=off", query: `SELECT length('\\')`, want: 1},
+		}},
+		{name: "mariadb", dialect: rls.MySQL, probes: []probe{
+			{mode: "sql_mode=default", query: `SELECT CHAR_LENGTH('\\')`, want: 1},
+			{mode: "sql_mode=NO_BACKSLASH_ESCAPES", query: `SELECT CHAR_LENGTH('\\')`, want: 2},
+			{mode: "sql_mode=ANSI_QUOTES", query: `SELECT COUNT(*) FROM "rls_canary"`, want: 1},
+			{mode: "sql_mode=ANSI,NO_BACKSLASH_ESCAPES", query: `SELECT CHAR_LENGTH('a' || '\\')`, want: 3},
+			// The column's default collation finds "Finance" also in
+			// "finance", "FINANCE" and "Finance ".
+			{mode: "sql_mode=default", query: `SELECT COUNT(*) FROM rls_proof WHERE v = 'Finance'`,
+				want: looseMatches("Finance")},
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := needServer(t, tt.dialect)
+			for _, p := range tt.probes {
+				i := slices.IndexFunc(e.modes, func(m mode) bool { return m.name == p.mode })
+				if i < 0 {
+					t.Fatalf("no mode %q", p.mode)
+				}
+				prepare(t, e, e.modes[i])
+				if got := ids(t, e.modes[i], p.query); !slices.Equal(got, []int64{p.want}) {
+					t.Errorf("%s: %s: got %v, want %d", p.mode, p.query, got, p.want)
+				}
+			}
+		})
+	}
+}
+
+// looseMatches counts the rows of rls_proof that MySQL's default collation
+// finds equal to v: equal but for case and trailing spaces.
+func looseMatches(v string) int64 {
+	var n int64
+	for _, r := range proofData().rows {
+		if r.v != nil && strings.EqualFold(strings.TrimRight(*r.v, " "), v) {
+			n++
+		}
+	}
+	return n
+}

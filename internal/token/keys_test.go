@@ -181,8 +181,15 @@ func TestRefetchStormBounded(t *testing.T) {
 	if got := p.jwksHits.Load() - before; got > 1 {
 		t.Errorf("got %d JWKS fetches for 200 forged kids, want at most 1", got)
 	}
+	// Whether the storm's requests joined the one fetch or came after it,
+	// the next forged kid within the interval is refused without a fetch.
+	_, err := v.Verify(context.Background(), forged[0])
+	wantRefusal(t, err, ReasonUnknownKey, "rate-limited")
 	if got := counterValue(v.metrics.limited.WithLabelValues(p.issuer)); got == 0 {
 		t.Errorf("got %v rate-limited refetches, want some", got)
+	}
+	if got := p.jwksHits.Load() - before; got > 1 {
+		t.Errorf("got %d JWKS fetches after the storm, want at most 1", got)
 	}
 }
 

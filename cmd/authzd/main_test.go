@@ -1,0 +1,300 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	authzv1 "github.com/authzd/authzd/gen/authz/v1"
+)
+
+// binary is the authzd binary built once for these tests.
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "authzd-bin")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "authzd")
+	out, err := exec.Command("go", "build", "-race", "-o", binary, ".").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "build authzd: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// devServer is a running `authzd serve --dev` process.
+type devServer struct {
+	cmd      *exec.Cmd
+	httpAddr string
+	grpcAddr string
+	stderr   *bytes.Buffer
+	stdout   *bytes.Buffer
+	done     chan error
+}
+
+func startDev(t *testing.T, extra ...string) *devServer {
+	t.Helper()
+	d := &devServer{httpAddr: freeAddr(t), grpcAddr: freeAddr(t),
+		stderr: &bytes.Buffer{}, stdout: &bytes.Buffer{}, done: make(chan error, 1)}
+	args := append([]string{"serve", "--dev", "--http-addr", d.httpAddr, "--grpc-addr", d.grpcAddr}, extra...)
+	d.cmd = exec.Command(binary, args...)
+	d.cmd.Dir = t.TempDir() // no ./policies here: the embedded copy serves
+	d.cmd.Stderr, d.cmd.Stdout = &lockedWriter{w: d.stderr}, &lockedWriter{w: d.stdout}
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { d.done <- d.cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = d.cmd.Process.Kill()
+		<-d.done
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get("http://" + d.httpAddr + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return d
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("dev server not ready in 30s; stderr:\n%s", d.stderr)
+	return nil
+}
+
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+func runCLI(t *testing.T, args ...string) (string, string, int) {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return out.String(), errb.String(), code
+}
+
+func TestFirstDecisionFromTheCommandLine(t *testing.T) {
+	d := startDev(t)
+	server := "http://" + d.httpAddr
+	tok, stderr, code := runCLI(t, "token", "--dev", "--server", server, "--sub", "alice",
+		"--email", "alice@example.com", "--groups", "Data Engineers", "--claim", "department=Finance")
+	if code != 0 {
+		t.Fatalf("token: exit %d: %s", code, stderr)
+	}
+	out, stderr, code := runCLI(t, "check", "--server", server, "--token", strings.TrimSpace(tok), "--explain")
+	if code != 0 {
+		t.Fatalf("check: exit %d: %s%s", code, out, stderr)
+	}
+	for _, want := range []string{"ALLOWED", "Alpha", "group 'Data Engineers' grants role Alpha",
+		"department = 'Finance'", "sha256:", "matched policy data"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("check output lacks %q:\n%s", want, out)
+		}
+	}
+	if !strings.Contains(d.stderr.String(), "NOT FOR PRODUCTION") {
+		t.Error("dev mode does not say it is not for production")
+	}
+	if !strings.Contains(d.stderr.String(), "embedded") {
+		t.Error("dev mode does not log that it serves the embedded policy")
+	}
+
+	// A person no mapping covers is denied, with a reason, and exit code 3.
+	tok, _, _ = runCLI(t, "token", "--dev", "--server", server, "--sub", "mallory", "--groups", "Visitors")
+	out, _, code = runCLI(t, "check", "--server", server, "--token", strings.TrimSpace(tok))
+	if code != 3 || !strings.Contains(out, "DENIED") {
+		t.Errorf("check of an unmapped person: exit %d, output:\n%s\nwant exit 3 and DENIED", code, out)
+	}
+	if strings.Contains(d.stdout.String()+d.stderr.String(), strings.TrimSpace(tok)) {
+		t.Error("a raw token reached the server's logs")
+	}
+}
+
+func TestDevRefusesNonLoopback(t *testing.T) {
+	_, stderr, code := runCLI(t, "serve", "--dev", "--http-addr", "0.0.0.0:0")
+	if code == 0 || !strings.Contains(stderr, "loopback") {
+		t.Errorf("serve --dev on 0.0.0.0: exit %d, stderr %q; want a refusal naming loopback", code, stderr)
+	}
+}
+
+func TestServeRefusesBadConfig(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "authzd.yaml")
+	if err := os.WriteFile(f, []byte("clock_skew: soon\nissuers: []\nbogus: 1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, stderr, code := runCLI(t, "serve", "--config", f)
+	if code == 0 || !strings.Contains(stderr, f) || !strings.Contains(stderr, "bogus") {
+		t.Errorf("exit %d, stderr %q; want a refusal naming the file and the key", code, stderr)
+	}
+}
+
+func TestEnvironmentSetsFlags(t *testing.T) {
+	cmd := exec.Command(binary, "token", "--dev", "--server", "http://127.0.0.1:1")
+	cmd.Env = append(os.Environ(), "AUTHZD_SUB=alice")
+	out, _ := cmd.CombinedOutput()
+	// With AUTHZD_SUB set, the command gets past flag checks and fails to
+	// reach the (absent) server instead of asking for --sub.
+	if strings.Contains(string(out), "--sub is required") || !strings.Contains(string(out), "reach authzd") {
+		t.Errorf("AUTHZD_SUB did not set --sub: %s", out)
+	}
+}
+
+// TestSIGTERMDrainsInFlight sends SIGTERM while REST and gRPC clients keep
+// the server busy: every request the server accepted must complete, and the
+// process must exit 0.
+func TestSIGTERMDrainsInFlight(t *testing.T) {
+	d := startDev(t)
+	server := "http://" + d.httpAddr
+	tok, stderr, code := runCLI(t, "token", "--dev", "--server", server, "--sub", "alice",
+		"--groups", "Data Engineers")
+	if code != 0 {
+		t.Fatalf("token: %s", stderr)
+	}
+	body := []byte(`{"id_token":"` + strings.TrimSpace(tok) + `"}`)
+	conn, err := grpc.NewClient(d.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	gc := authzv1.NewDecisionServiceClient(conn)
+
+	var ok, refused atomic.Int64
+	var mu sync.Mutex
+	var dropped []string
+	drop := func(s string) {
+		mu.Lock()
+		defer mu.Unlock()
+		dropped = append(dropped, s)
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	hc := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 20 * time.Second}
+	for i := 0; i < 8; i++ {
+		wg.Add(2)
+		go func() { // REST, one connection per request
+			defer wg.Done()
+			for n := 0; n < 2000; n++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				resp, err := hc.Post(server+"/v1/decisions", "application/json", bytes.NewReader(body))
+				if err != nil {
+					var op *net.OpError
+					if errors.As(err, &op) && op.Op == "dial" {
+						refused.Add(1)
+						continue
+					}
+					drop("rest: " + err.Error())
+					continue
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					drop(fmt.Sprintf("rest: status %d", resp.StatusCode))
+					continue
+				}
+				ok.Add(1)
+			}
+		}()
+		go func() { // gRPC on one shared connection
+			defer wg.Done()
+			for n := 0; n < 2000; n++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+				_, err := gc.Decide(ctx, &authzv1.DecideRequest{IdToken: strings.TrimSpace(tok)})
+				cancel()
+				switch status.Code(err) {
+				case codes.OK:
+					ok.Add(1)
+				case codes.Unavailable:
+					refused.Add(1) // not accepted: the server had stopped taking calls
+				default:
+					drop("grpc: " + err.Error())
+				}
+			}
+		}()
+	}
+	// Let load build up, then ask the server to stop.
+	deadline := time.Now().Add(20 * time.Second)
+	for ok.Load() < 200 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	var exitErr error
+	select {
+	case exitErr = <-d.done:
+		d.done <- exitErr // for the cleanup
+	case <-time.After(30 * time.Second):
+		t.Fatal("server did not exit within 30s of SIGTERM")
+	}
+	close(stop)
+	wg.Wait()
+	if exitErr != nil {
+		t.Errorf("exit after SIGTERM: %v, want status 0; stderr:\n%s", exitErr, d.stderr)
+	}
+	if len(dropped) > 0 {
+		t.Errorf("%d requests dropped during drain, first: %s", len(dropped), dropped[0])
+	}
+	t.Logf("completed %d decisions, %d refused after shutdown began", ok.Load(), refused.Load())
+	if !strings.Contains(d.stderr.String(), "draining") {
+		t.Error("no drain logged")
+	}
+}

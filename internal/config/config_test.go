@@ -1,0 +1,132 @@
+package config
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestLoadFull(t *testing.T) {
+	c, err := Load("testdata/full.yaml", nil)
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	if got, want := c.GRPCAddr, "127.0.0.1:9191"; got != want {
+		t.Errorf("grpc_addr: got %q, want %q", got, want)
+	}
+	if got, want := c.ClockSkew, 30*time.Second; got != want {
+		t.Errorf("clock_skew: got %s, want %s", got, want)
+	}
+	if got, want := c.Issuers[0].GroupsClaim, "cognito:groups"; got != want {
+		t.Errorf("issuers[0].groups_claim: got %q, want %q", got, want)
+	}
+	if diff := cmp.Diff(map[string]string{"token_use": "id"}, c.Issuers[0].RequiredClaims); diff != "" {
+		t.Errorf("required_claims (-want +got):\n%s", diff)
+	}
+	if got, want := c.Policy.Dialect, "mysql"; got != want {
+		t.Errorf("policy.dialect: got %q, want %q", got, want)
+	}
+	// Defaults fill what the file leaves out.
+	if got, want := c.Limits.MaxTokenBytes, DefaultMaxTokenBytes; got != want {
+		t.Errorf("limits.max_token_bytes: got %d, want default %d", got, want)
+	}
+	if got, want := c.ShutdownTimeout, DefaultShutdownTimeout; got != want {
+		t.Errorf("shutdown_timeout: got %s, want default %s", got, want)
+	}
+}
+
+func TestLoadRefuses(t *testing.T) {
+	tests := []struct {
+		name string
+		file string
+		env  []string
+		// want lists substrings that must all appear in the error.
+		want []string
+	}{
+		{
+			name: "every problem at once",
+			file: "testdata/bad.yaml",
+			want: []string{
+				`testdata/bad.yaml`,
+				`grpc_addr: "nowhere" is not host:port`,
+				`clock_skew: 1h0m0s is outside 0s..10m`,
+				`issuers[0].issuer: "idp.example.com" is not an http(s) URL`,
+				`issuers[0].audiences: at least one audience is required`,
+				`issuers[0].algorithms[0]: "HS256" is not allowed`,
+				`issuers[0].algorithms[1]: "none" is not allowed`,
+				`issuers[1].issuer: "idp.example.com" is listed twice`,
+			},
+		},
+		{
+			name: "unknown keys name the key and line",
+			file: "testdata/unknown-key.yaml",
+			want: []string{`testdata/unknown-key.yaml`, `line 2: field polcy not found`,
+				`line 7: field audience not found`},
+		},
+		{
+			name: "bad duration",
+			file: "testdata/bad-duration.yaml",
+			want: []string{`testdata/bad-duration.yaml`, `soon`},
+		},
+		{
+			name: "bad environment override",
+			file: "testdata/full.yaml",
+			env:  []string{"AUTHZD_CLOCK_SKEW=forever", "AUTHZD_HTTP_ADDR=127.0.0.1:9191"},
+			want: []string{`environment AUTHZD_CLOCK_SKEW`,
+				`grpc_addr and http_addr: both are "127.0.0.1:9191"`},
+		},
+		{
+			name: "missing file",
+			file: "testdata/nope.yaml",
+			want: []string{`read config`, `nope.yaml`},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Load(tt.file, tt.env)
+			if err == nil {
+				t.Fatal("Load: got nil error, want a refusal")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q\ndoes not mention %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestEmptyFileNeedsIssuers(t *testing.T) {
+	_, err := Parse("empty.yaml", nil, nil)
+	if err == nil || !strings.Contains(err.Error(), "issuers: at least one issuer is required") {
+		t.Errorf("got %v, want a missing-issuers error", err)
+	}
+}
+
+func TestEnvironmentOverrides(t *testing.T) {
+	c, err := Load("testdata/full.yaml", []string{
+		"AUTHZD_HTTP_ADDR=127.0.0.1:7070", "AUTHZD_POLICY_DIR=/etc/authzd/policies",
+		"AUTHZD_CLOCK_SKEW=5s", "UNRELATED=1",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := []any{c.HTTPAddr, c.Policy.Dir, c.ClockSkew}
+	want := []any{"127.0.0.1:7070", "/etc/authzd/policies", 5 * time.Second}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("overrides (-want +got):\n%s", diff)
+	}
+}
+
+func TestIsLoopback(t *testing.T) {
+	for addr, want := range map[string]bool{
+		"127.0.0.1:8080": true, "localhost:1": true, "[::1]:80": true,
+		"0.0.0.0:8080": false, ":8080": false, "10.0.0.1:80": false,
+	} {
+		if got := IsLoopback(addr); got != want {
+			t.Errorf("IsLoopback(%q): got %v, want %v", addr, got, want)
+		}
+	}
+}

@@ -119,11 +119,27 @@ type Options struct {
 	Renderer  Renderer
 	// MaxTokenBytes bounds the raw token's size.
 	MaxTokenBytes int
+	// CacheSize bounds the whole-decision cache, which answers a repeated
+	// request (same token, policy revision, context and explain flag)
+	// without verifying or evaluating again. Zero means DefaultCacheSize;
+	// a negative value disables the cache. The cache is used only when the
+	// Evaluator can name its revision (a Revision() string method, as
+	// *policy.Engine has).
+	CacheSize int
+	// CacheTTL bounds how long a cached decision answers; it never
+	// outlives its token's exp either. It also bounds how long a decision
+	// survives the removal of the token's signing key from the issuer's
+	// key set. Zero means DefaultCacheTTL.
+	CacheTTL time.Duration
+	// Now returns the current time for cache expiry. Nil means time.Now.
+	Now func() time.Time
 }
 
 // Service makes decisions. It is safe for concurrent use.
 type Service struct {
-	opts Options
+	opts  Options
+	cache *cache     // nil when disabled
+	rev   revisioner // the evaluator's revision, when cached
 }
 
 // New returns a Service.
@@ -134,11 +150,27 @@ func New(opts Options) (*Service, error) {
 	if opts.MaxTokenBytes <= 0 {
 		opts.MaxTokenBytes = 16 << 10
 	}
-	return &Service{opts: opts}, nil
+	if opts.CacheSize == 0 {
+		opts.CacheSize = DefaultCacheSize
+	}
+	if opts.CacheTTL <= 0 {
+		opts.CacheTTL = DefaultCacheTTL
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	s := &Service{opts: opts}
+	if rev, ok := opts.Evaluator.(revisioner); ok && opts.CacheSize > 0 {
+		s.cache = newCache(opts.CacheSize, opts.CacheTTL)
+		s.rev = rev
+	}
+	return s, nil
 }
 
 // Decide makes one decision. Its errors are *InvalidRequestError,
-// *token.Error or *EvaluationError.
+// *token.Error or *EvaluationError. A decision may come from the cache; its
+// Identity, Roles, Filters, Reasons and Matches may then be shared with
+// other callers and must not be modified.
 func (s *Service) Decide(ctx context.Context, req Request) (*Decision, error) {
 	switch {
 	case req.IDToken == "":
@@ -148,6 +180,21 @@ func (s *Service) Decide(ctx context.Context, req Request) (*Decision, error) {
 		return nil, &InvalidRequestError{Reason: ReasonTokenTooLarge,
 			Message: fmt.Sprintf("id_token is %d bytes, over the limit of %d",
 				len(req.IDToken), s.opts.MaxTokenBytes)}
+	}
+
+	var (
+		key    cacheKey
+		keyed  bool
+		keyRev string
+	)
+	if s.cache != nil {
+		keyRev = s.rev.Revision()
+		if key, keyed = s.cache.key(&req, keyRev); keyed {
+			if d, ok := s.cache.get(key, s.opts.Now()); ok {
+				d.ID = req.ID
+				return d, nil
+			}
+		}
 	}
 
 	start := time.Now()
@@ -204,6 +251,11 @@ func (s *Service) Decide(ctx context.Context, req Request) (*Decision, error) {
 		Verify:   verified.Sub(start),
 		Evaluate: evaluated.Sub(verified),
 		Render:   time.Since(evaluated),
+	}
+	// A reload between reading the revision and evaluating would file this
+	// decision under the wrong revision: store it only when they agree.
+	if keyed && d.Revision == keyRev {
+		s.cache.put(key, d, s.opts.Now())
 	}
 	return d, nil
 }

@@ -1,0 +1,188 @@
+package decision
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/authzd/authzd/internal/devidp"
+	"github.com/authzd/authzd/internal/policy"
+	"github.com/authzd/authzd/internal/rls"
+	"github.com/authzd/authzd/internal/token"
+	"github.com/authzd/authzd/policies"
+)
+
+// benchFixture is the real decision path over loopback: a dev identity
+// provider serving its JWKS through httptest, the token verifier, the
+// engine with the embedded shipped policy, and the RLS renderer.
+type benchFixture struct {
+	idp      *devidp.Provider
+	engine   *policy.Engine
+	renderer *rls.Renderer
+	raw      string // a token of a person with groups, a department and a team
+}
+
+func newBenchFixture(b *testing.B) *benchFixture {
+	b.Helper()
+	var h http.Handler = http.NotFoundHandler()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.ServeHTTP(w, r)
+	}))
+	b.Cleanup(srv.Close)
+	idp, err := devidp.New(devidp.Options{BaseURL: srv.URL})
+	if err != nil {
+		b.Fatalf("devidp.New: %v", err)
+	}
+	h = idp.Handler()
+	raw, err := idp.Mint(map[string]any{
+		"sub": "alice", "email": "alice@example.com",
+		"given_name": "Alice", "family_name": "Smith",
+		"groups":     []string{"Data Engineers", "Analytics Users"},
+		"department": "Finance", "team": "Payments",
+	})
+	if err != nil {
+		b.Fatalf("Mint: %v", err)
+	}
+	engine, err := policy.New(policy.Options{FS: policies.FS})
+	if err != nil {
+		b.Fatalf("policy.New: %v", err)
+	}
+	renderer, err := rls.NewRenderer(rls.Conf{})
+	if err != nil {
+		b.Fatalf("rls.NewRenderer: %v", err)
+	}
+	return &benchFixture{idp: idp, engine: engine, renderer: renderer, raw: raw}
+}
+
+// verifier returns a started verifier of the fixture's issuer that has
+// fetched its keys; cacheSize is token.Options.CacheSize (-1 disables).
+func (f *benchFixture) verifier(b *testing.B, cacheSize int) *token.Verifier {
+	b.Helper()
+	v, err := token.NewVerifier([]token.IssuerConfig{{
+		Issuer: f.idp.Issuer(), Audiences: []string{devidp.Audience},
+	}}, token.Options{CacheSize: cacheSize})
+	if err != nil {
+		b.Fatalf("NewVerifier: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	b.Cleanup(cancel)
+	v.Start(ctx)
+	deadline := time.Now().Add(30 * time.Second)
+	for !v.Ready() {
+		if time.Now().After(deadline) {
+			b.Fatal("verifier did not fetch the keys within 30s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return v
+}
+
+// service returns a decision service over the fixture with the given
+// verifier and decision cache sizes (-1 disables either).
+func (f *benchFixture) service(b *testing.B, tokenCache, decisionCache int) *Service {
+	b.Helper()
+	s, err := New(Options{
+		Verifier:  f.verifier(b, tokenCache),
+		Evaluator: f.engine,
+		Renderer:  f.renderer,
+		CacheSize: decisionCache,
+	})
+	if err != nil {
+		b.Fatalf("New: %v", err)
+	}
+	return s
+}
+
+// BenchmarkVerify measures a full RS256 verification of an ID token, the
+// verifier's cache disabled: the first half of the floor of a decision.
+func BenchmarkVerify(b *testing.B) {
+	f := newBenchFixture(b)
+	v := f.verifier(b, -1)
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := v.Verify(ctx, f.raw); err != nil {
+			b.Fatalf("Verify: %v", err)
+		}
+	}
+}
+
+// BenchmarkEvaluate measures one evaluation of the shipped policy for the
+// verified identity: the second half of the floor of a decision.
+func BenchmarkEvaluate(b *testing.B) {
+	f := newBenchFixture(b)
+	id, err := f.verifier(b, -1).Verify(context.Background(), f.raw)
+	if err != nil {
+		b.Fatalf("Verify: %v", err)
+	}
+	in := policy.Input{
+		Issuer: id.Issuer, Claims: id.Claims, Groups: id.Groups,
+		Username: id.Username, Context: map[string]any{},
+	}
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		res, err := f.engine.Evaluate(ctx, in, false)
+		if err != nil || !res.Allow {
+			b.Fatalf("Evaluate: %+v, %v", res, err)
+		}
+	}
+}
+
+// BenchmarkDecide measures a whole decision (verify, evaluate, render) with
+// every cache disabled, as for a token never seen before; compare it with
+// the sum of BenchmarkVerify and BenchmarkEvaluate. The verifier_cached
+// case keeps the verifier's token cache on and the decision cache off.
+func BenchmarkDecide(b *testing.B) {
+	f := newBenchFixture(b)
+	ctx := context.Background()
+	for _, bc := range []struct {
+		name       string
+		tokenCache int
+	}{
+		{name: "uncached", tokenCache: -1},
+		{name: "verifier_cached", tokenCache: 0},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			s := f.service(b, bc.tokenCache, -1)
+			b.ReportAllocs()
+			for b.Loop() {
+				d, err := s.Decide(ctx, Request{ID: "bench", IDToken: f.raw})
+				if err != nil || !d.Allowed {
+					b.Fatalf("Decide: %+v, %v", d, err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkDecideCached measures a repeated request (same token, policy
+// revision and context) answered by the whole-decision cache.
+func BenchmarkDecideCached(b *testing.B) {
+	f := newBenchFixture(b)
+	ctx := context.Background()
+	for _, bc := range []struct {
+		name string
+		ctx  map[string]any
+	}{
+		{name: "no_context"},
+		{name: "with_context", ctx: map[string]any{"database": "examples", "table": "sales"}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			s := f.service(b, 0, 0)
+			req := Request{ID: "bench", IDToken: f.raw, Context: bc.ctx}
+			if _, err := s.Decide(ctx, req); err != nil {
+				b.Fatalf("Decide: %v", err)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				d, err := s.Decide(ctx, req)
+				if err != nil || !d.Allowed || d.ID != "bench" {
+					b.Fatalf("Decide: %+v, %v", d, err)
+				}
+			}
+		})
+	}
+}

@@ -51,8 +51,14 @@ lint: $(BUF) $(OPA) ## buf lint and format, gofmt, go vet, opa fmt and opa check
 		if [ -n "$$out" ]; then echo "opa fmt needed:"; echo "$$out"; exit 1; fi
 	$(OPA) check --strict policies
 
+.PHONY: deps
+deps: tools ## install what the tests need: tools, PostgreSQL and MariaDB (Debian, root), the Superset venv
+	bash scripts/install-databases.sh
+	bash scripts/superset-env.sh
+
 .PHONY: test
-test: test-policy test-go test-deploy test-superset ## run every test: Go (race), opa, deploy, Superset end to end
+test: deps ## run every test: opa, Go (race), deploy, Superset end to end
+	$(MAKE) test-policy test-go test-deploy test-superset
 
 .PHONY: test-go
 test-go: ## Go tests with -race (fuzz seed corpora included, real databases)

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -296,5 +297,129 @@ func TestSIGTERMDrainsInFlight(t *testing.T) {
 	t.Logf("completed %d decisions, %d refused after shutdown began", ok.Load(), refused.Load())
 	if !strings.Contains(d.stderr.String(), "draining") {
 		t.Error("no drain logged")
+	}
+}
+
+// copyTree copies the shipped policies into dir.
+func copyTree(t *testing.T, src, dst string) {
+	t.Helper()
+	err := filepath.WalkDir(src, func(p string, e os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		target := filepath.Join(dst, rel)
+		if e.IsDir() {
+			return os.MkdirAll(target, 0o755)
+		}
+		if strings.HasSuffix(p, ".go") {
+			return nil
+		}
+		raw, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(target, raw, 0o644)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func getPolicy(t *testing.T, d *devServer) map[string]any {
+	t.Helper()
+	resp, err := http.Get("http://" + d.httpAddr + "/v1/policy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestPolicyReloadInTheBinary edits the policy directory of a running
+// server: a good change serves within two seconds, a broken one is refused
+// and reported while the last good revision keeps serving, and SIGHUP
+// reloads.
+func TestPolicyReloadInTheBinary(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "policies")
+	copyTree(t, "../../policies", dir)
+	d := startDev(t, "--policy-dir", dir)
+	first := getPolicy(t, d)
+	if first["source"] != dir {
+		t.Errorf("source: got %v, want %q", first["source"], dir)
+	}
+
+	dataFile := filepath.Join(dir, "superset", "mappings", "data.json")
+	raw, err := os.ReadFile(dataFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A data change that stays valid JSON: rename the admin group.
+	good := strings.Replace(string(raw), `"Superset Admins"`, `"Superset Administrators"`, 1)
+	if err := os.WriteFile(dataFile, []byte(good), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	var second map[string]any
+	for time.Since(start) < 10*time.Second {
+		second = getPolicy(t, d)
+		if second["revision"] != first["revision"] {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if second["revision"] == first["revision"] {
+		t.Fatal("revision did not change after a good edit")
+	}
+	t.Logf("good change served after %s", time.Since(start).Round(time.Millisecond))
+
+	if err := os.WriteFile(filepath.Join(dir, "superset", "broken.rego"),
+		[]byte("package superset.authz\n\nallow if {\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	var third map[string]any
+	for time.Now().Before(deadline) {
+		third = getPolicy(t, d)
+		if third["last_refused"] != nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	refused, _ := third["last_refused"].(map[string]any)
+	if refused == nil || !strings.Contains(fmt.Sprint(refused["error"]), "broken.rego") {
+		t.Fatalf("last_refused: got %v, want an error naming broken.rego", third["last_refused"])
+	}
+	if third["revision"] != second["revision"] {
+		t.Errorf("a broken change replaced the serving revision")
+	}
+	// Decisions keep flowing on the last good revision.
+	tok, _, _ := runCLI(t, "token", "--dev", "--server", "http://"+d.httpAddr, "--sub", "a",
+		"--groups", "Data Engineers")
+	if out, _, code := runCLI(t, "check", "--server", "http://"+d.httpAddr, "--token",
+		strings.TrimSpace(tok)); code != 0 {
+		t.Errorf("decision during a refused change: exit %d\n%s", code, out)
+	}
+
+	// Fix the file, and SIGHUP loads it at once.
+	if err := os.Remove(filepath.Join(dir, "superset", "broken.rego")); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if strings.Contains(d.stderr.String(), "SIGHUP") {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !strings.Contains(d.stderr.String(), "SIGHUP") {
+		t.Error("SIGHUP was not acted on")
 	}
 }

@@ -98,7 +98,9 @@ func New(opts Options) (*Server, error) {
 
 	gopts := []grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(s.unaryInterceptor),
-		grpc.MaxRecvMsgSize(opts.MaxBodyBytes),
+		// Above the token limit, so that an oversized token gets
+		// INVALID_ARGUMENT naming the limit rather than a transport error.
+		grpc.MaxRecvMsgSize(max(4*opts.MaxBodyBytes, 1<<20)),
 	}
 	if opts.GRPCCreds != nil {
 		gopts = append(gopts, grpc.Creds(opts.GRPCCreds))

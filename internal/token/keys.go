@@ -189,7 +189,7 @@ func (iss *issuer) unavailable() *Error {
 }
 
 // refetchForKid fetches the key set again because a token names kid, which
-// seen is without. Such fetches are coalesced with any fetch in flight and
+// the key set seen lacks. Such fetches are coalesced with any fetch in flight and
 // rate-limited to one per RefetchInterval, so forged kids cost the identity
 // provider little.
 func (iss *issuer) refetchForKid(ctx context.Context, kid string, seen *keySet) (*keySet, error) {

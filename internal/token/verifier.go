@@ -21,18 +21,30 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Defaults of Options.
+// Defaults of Options, used when a field is zero.
 const (
-	DefaultClockSkew          = 60 * time.Second
-	DefaultRefreshInterval    = time.Hour
+	// DefaultClockSkew is the tolerance applied to exp, nbf and iat.
+	DefaultClockSkew = 60 * time.Second
+	// DefaultRefreshInterval is the key refresh interval when the key set
+	// response carries no Cache-Control max-age.
+	DefaultRefreshInterval = time.Hour
+	// DefaultMinRefreshInterval is the lower bound of a max-age refresh.
 	DefaultMinRefreshInterval = time.Minute
+	// DefaultMaxRefreshInterval is the upper bound of a max-age refresh.
 	DefaultMaxRefreshInterval = 24 * time.Hour
-	DefaultRefetchInterval    = 10 * time.Second
-	DefaultRetryMin           = 500 * time.Millisecond
-	DefaultRetryMax           = time.Minute
-	DefaultFetchTimeout       = 10 * time.Second
-	DefaultCacheSize          = 10000
-	DefaultMaxTokenBytes      = 64 << 10
+	// DefaultRefetchInterval is the least time between two refetches that
+	// unknown kids trigger, per issuer.
+	DefaultRefetchInterval = 10 * time.Second
+	// DefaultRetryMin is the first backoff after a failed fetch.
+	DefaultRetryMin = 500 * time.Millisecond
+	// DefaultRetryMax caps the backoff between failed fetches.
+	DefaultRetryMax = time.Minute
+	// DefaultFetchTimeout bounds one discovery plus key set fetch.
+	DefaultFetchTimeout = 10 * time.Second
+	// DefaultCacheSize is the number of verified tokens kept.
+	DefaultCacheSize = 10000
+	// DefaultMaxTokenBytes is the longest token that is parsed at all.
+	DefaultMaxTokenBytes = 64 << 10
 )
 
 // DefaultAlgorithms is the signature allow-list of an issuer that names none.

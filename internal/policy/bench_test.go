@@ -1,0 +1,95 @@
+package policy
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"testing"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/rego"
+
+	"github.com/authzd/authzd/policies"
+)
+
+// benchInput reads testdata/bench/input.json, the input that `opa bench`
+// gets in the comparison of docs/policy.md.
+func benchInput(b *testing.B) Input {
+	b.Helper()
+	data, err := os.ReadFile("testdata/bench/input.json")
+	if err != nil {
+		b.Fatalf("read input: %v", err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	var in Input
+	if err := dec.Decode(&in); err != nil {
+		b.Fatalf("decode input: %v", err)
+	}
+	return in
+}
+
+// BenchmarkEvaluateShipped measures one decision of the shipped policy
+// through the engine: input conversion, the prepared query, and the strict
+// reading of the result.
+func BenchmarkEvaluateShipped(b *testing.B) {
+	e, err := New(Options{FS: policies.FS})
+	if err != nil {
+		b.Fatalf("New: %v", err)
+	}
+	in := benchInput(b)
+	ctx := context.Background()
+	for _, explain := range []bool{false, true} {
+		name := "decide"
+		if explain {
+			name = "explain"
+		}
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				res, err := e.Evaluate(ctx, in, explain)
+				if err != nil || !res.Allow {
+					b.Fatalf("Evaluate: %+v, %v", res, err)
+				}
+			}
+		})
+	}
+	// The prepared query alone, as `opa bench` runs it.
+	b.Run("query_only", func(b *testing.B) {
+		rev := e.current.Load()
+		input, err := inputValue(in)
+		if err != nil {
+			b.Fatalf("inputValue: %v", err)
+		}
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := rev.decide.Eval(ctx, rego.EvalParsedInput(input)); err != nil {
+				b.Fatalf("Eval: %v", err)
+			}
+		}
+	})
+}
+
+// BenchmarkInputConversion compares building the input as an AST value
+// directly with OPA's generic conversion, which encodes a struct to JSON
+// and decodes it back.
+func BenchmarkInputConversion(b *testing.B) {
+	in := benchInput(b)
+	b.Run("direct", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := inputValue(in); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("json_round_trip", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := ast.InterfaceToValue(in); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

@@ -92,7 +92,7 @@ func WriteArchive(w io.Writer, img v1.Image, ref string) error {
 		desc.Annotations = map[string]string{
 			// containerd and Docker read the full name, skopeo and the
 			// OCI spec the tag.
-			"io.containerd.image.name":         tag.Name(),
+			"io.containerd.image.name":          tag.Name(),
 			"org.opencontainers.image.ref.name": tag.TagStr(),
 		}
 		repoTags = []string{ref}

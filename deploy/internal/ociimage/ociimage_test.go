@@ -36,11 +36,15 @@ type inputs struct {
 	binaryData, caData         []byte
 }
 
+// tempRoot is the directory of the fake inputs, removed by TestMain.
+var tempRoot string
+
 var fakeInputs = sync.OnceValues(func() (*inputs, error) {
 	dir, err := os.MkdirTemp("", "ociimage-test-")
 	if err != nil {
 		return nil, err
 	}
+	tempRoot = dir
 	in := &inputs{
 		binary:   filepath.Join(dir, "authzd"),
 		caBundle: filepath.Join(dir, "ca.pem"),
@@ -52,7 +56,7 @@ var fakeInputs = sync.OnceValues(func() (*inputs, error) {
 		filepath.Join(src, "main.go"): "package main\n\nfunc main() { println(\"fake authzd\") }\n",
 		filepath.Join(in.policies, "superset", "authz.rego"): "package superset.authz\n\n" +
 			"default allow := false\n",
-		filepath.Join(in.policies, "superset", "authz_test.rego"): "package superset.authz_test\n",
+		filepath.Join(in.policies, "superset", "authz_test.rego"):       "package superset.authz_test\n",
 		filepath.Join(in.policies, "superset", "mappings", "data.json"): `{"groups": {}}` + "\n",
 		filepath.Join(in.policies, "README.md"):                         "not shipped\n",
 	}
@@ -85,7 +89,9 @@ type buildError struct {
 	err error
 }
 
-func (e *buildError) Error() string { return "build fake binary: " + e.err.Error() + "\n" + string(e.out) }
+func (e *buildError) Error() string {
+	return "build fake binary: " + e.err.Error() + "\n" + string(e.out)
+}
 
 func selfSignedPEM() ([]byte, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -490,4 +496,12 @@ func TestCheckFindsProblems(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if tempRoot != "" {
+		os.RemoveAll(tempRoot)
+	}
+	os.Exit(code)
 }

@@ -79,11 +79,21 @@ matches contains {"kind": "claim", "entry": hit.mapping, "claim": hit.claim, "va
 
 matches contains {"kind": "governed_table", "entry": f.tables[0]} if some f in _governed_filters
 
-# The person's groups: input.groups as an array, or a single string.
+# The person's groups: input.groups as an array, or a single string, with
+# options.strip_group_prefix (such as Keycloak's "/" of full group paths)
+# taken off.
 _groups contains g if {
-	some g in _as_array(input.groups)
-	is_string(g)
+	some raw in _as_array(input.groups)
+	is_string(raw)
+	g := trim_prefix(raw, _group_prefix)
 	g != ""
+}
+
+default _group_prefix := ""
+
+_group_prefix := p if {
+	p := mappings.options.strip_group_prefix
+	is_string(p)
 }
 
 _as_array(x) := x if is_array(x)

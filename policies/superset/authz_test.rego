@@ -278,3 +278,18 @@ test_no_data_refuses if {
 	not authz.allow with input as p with data.superset.mappings as {}
 	authz.reasons == {refusal} with input as p with data.superset.mappings as {}
 }
+
+test_group_prefix_stripped_when_configured if {
+	p := person(["/Data Engineers", "/analytics/EU"], {})
+	not authz.allow with input as p
+	authz.roles == {"Alpha"} with input as p
+		with data.superset.mappings.options.strip_group_prefix as "/"
+	"group 'Data Engineers' grants role Alpha" in authz.reasons with input as p
+		with data.superset.mappings.options.strip_group_prefix as "/"
+}
+
+test_group_prefix_must_be_a_string if {
+	p := person(["Data Engineers"], {})
+	authz.roles == {"Alpha"} with input as p
+		with data.superset.mappings.options.strip_group_prefix as 1
+}

@@ -539,7 +539,10 @@ func startMariaDB() (*engine, error) {
 		"--pid-file=" + filepath.Join(dir, "mariadb.pid"),
 		"--skip-grant-tables", "--skip-name-resolve", "--skip-log-bin",
 		"--innodb-buffer-pool-size=16M", "--innodb-flush-log-at-trx-commit=0"}, userArgs...)
-	s, err := launch("mariadb", dir, nil, syscall.SIGTERM, mariadbd, args...)
+	// Started as the mysql user directly rather than dropping root itself,
+	// so that the parent-death signal survives and a crashed test binary
+	// leaves no server behind.
+	s, err := launch("mariadb", dir, cred, syscall.SIGTERM, mariadbd, args...)
 	if err != nil {
 		return nil, fmt.Errorf("mariadb: %w", err)
 	}

@@ -64,7 +64,8 @@ func (k valueKind) String() string {
 // Render fails, naming the filter and the cause, when the column is not a
 // plain identifier, the operator is unknown, or a value is of an unsupported
 // type, a NaN or infinity, a malformed json.Number, a string holding NUL or
-// invalid UTF-8, or of a different kind than the filter's other values.
+// invalid UTF-8 or longer than MaxStringLen, or of a different kind than the
+// filter's other values.
 func Render(d Dialect, f Filter) (string, error) {
 	if !d.valid() {
 		return "", fmt.Errorf("rls filter %q: dialect %q is not rendered: use ParseDialect", f.Name, d)

@@ -94,7 +94,7 @@ func TestRenderAll(t *testing.T) {
 			want:    []rls.Rendered{},
 		},
 		{
-			name: "database named: its dialect",
+			name:    "database named: its dialect",
 			filters: []rls.Filter{withTables(dept, "warehouse:sales", "pgdb:sales")},
 			want: []rls.Rendered{
 				{Name: "department", Tables: []string{"warehouse:sales"}, GroupKey: "department",

@@ -678,13 +678,17 @@ func TestNetworkPolicy(t *testing.T) {
 	}
 }
 
-// serviceConfig mirrors the configuration file of DESIGN.md, so that a key
-// misspelled in the ConfigMap fails here rather than at pod start.
+// serviceConfig mirrors the keys of authzd's configuration file
+// (internal/config) that config.yaml sets, so that a key misspelled in the
+// ConfigMap fails here rather than at pod start. A key newly set in
+// config.yaml must be added here too.
 type serviceConfig struct {
 	GRPCAddr  string `json:"grpc_addr"`
 	HTTPAddr  string `json:"http_addr"`
 	ClockSkew string `json:"clock_skew"`
-	Policy    struct {
+	// ShutdownTimeout is the drain time on SIGTERM.
+	ShutdownTimeout string `json:"shutdown_timeout"`
+	Policy          struct {
 		Dir     string `json:"dir"`
 		Package string `json:"package"`
 		Dialect string `json:"dialect"`
@@ -741,6 +745,20 @@ func TestConfigFile(t *testing.T) {
 	}
 	if d, err := time.ParseDuration(c.ClockSkew); err != nil || d < 0 || d > 5*time.Minute {
 		t.Errorf("clock_skew: got %q, want a duration of at most 5m", c.ClockSkew)
+	}
+	if d, err := time.ParseDuration(c.ShutdownTimeout); err != nil {
+		t.Errorf("shutdown_timeout: %v", err)
+	} else {
+		pod := f.deployment.Spec.Template.Spec
+		grace := time.Duration(*pod.TerminationGracePeriodSeconds) * time.Second
+		preStop := time.Duration(0)
+		if ps := f.container(t).Lifecycle.PreStop; ps != nil && ps.Sleep != nil {
+			preStop = time.Duration(ps.Sleep.Seconds) * time.Second
+		}
+		if grace <= preStop+d {
+			t.Errorf("got terminationGracePeriodSeconds %s, want more than preStop %s plus shutdown_timeout %s",
+				grace, preStop, d)
+		}
 	}
 	if c.Policy.Dir != policiesPath {
 		t.Errorf("policy.dir: got %q, want the mounted %q", c.Policy.Dir, policiesPath)

@@ -9,6 +9,11 @@
 #   scripts/superset-env.sh            # venv at .venv-superset
 #   AUTHZD_SUPERSET_VENV=/opt/v scripts/superset-env.sh
 #
+# Two pins work around packaging faults of apache-superset 6.1.0 itself:
+# Flask-Caching 2.5 passes an argument its metastore cache does not take
+# (the app fails to start), so constraints.txt pins 2.3.1; and it imports
+# cachetools without declaring it, so cachetools is installed explicitly.
+#
 # PYTHON selects the interpreter (default python3; Superset 6.1 needs 3.10-3.12).
 set -euo pipefail
 
@@ -32,7 +37,7 @@ if [[ ! -x "$venv/bin/python" ]]; then
   "$python" -m venv "$venv"
 fi
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
-  -c "$constraints" apache-superset Authlib pytest
+  -c "$constraints" apache-superset Authlib cachetools pytest
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
   -c "$constraints" --no-deps -e "$pkg"
 "$venv/bin/python" -m pip check >/dev/null || {

@@ -95,7 +95,7 @@ func Render(d Dialect, f Filter) (string, error) {
 	}
 
 	var b strings.Builder
-	b.Grow(estimate(d, f, kind))
+	b.Grow(estimate(d, f))
 	if d == MySQL && kind == kindString {
 		// Byte-exact comparison: MySQL's default collations ignore case,
 		// accents and trailing spaces.
@@ -284,7 +284,7 @@ func plain(s string) bool {
 }
 
 // estimate returns a capacity for the rendered clause.
-func estimate(d Dialect, f Filter, kind valueKind) int {
+func estimate(d Dialect, f Filter) int {
 	n := len(f.Column) + 48
 	for _, v := range f.Values {
 		if s, ok := v.(string); ok {

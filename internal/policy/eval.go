@@ -28,6 +28,10 @@ func typeErr(rule, format string, args ...any) error {
 	return &ruleError{rule: rule, err: fmt.Errorf(format, args...)}
 }
 
+// asTerm keeps the query's results as AST terms, so that they are read
+// with their exact Rego types and without a conversion to Go values first.
+var asTerm = rego.EvalGenerateJSON(func(t *ast.Term, _ *rego.EvalContext) (any, error) { return t, nil })
+
 // eval evaluates one revision for one input and checks the types of every
 // rule.
 func (e *Engine) eval(ctx context.Context, rev *revision, in Input, explain bool) (*Result, error) {
@@ -39,7 +43,7 @@ func (e *Engine) eval(ctx context.Context, rev *revision, in Input, explain bool
 	if err != nil {
 		return nil, err
 	}
-	rs, err := pq.Eval(ctx, rego.EvalParsedInput(input))
+	rs, err := pq.Eval(ctx, rego.EvalParsedInput(input), asTerm)
 	if err != nil {
 		if ctxErr := ctx.Err(); ctxErr != nil {
 			return nil, fmt.Errorf("evaluate policy: %w: %w", ctxErr, err)
@@ -59,38 +63,24 @@ func (e *Engine) eval(ctx context.Context, rev *revision, in Input, explain bool
 		return nil, err
 	}
 	if allow != nil {
-		v, ok := allow.(bool)
+		v, ok := allow.(ast.Boolean)
 		if !ok {
 			return nil, typeErr("allow", "got %s, want a boolean", typeName(allow))
 		}
-		res.Allow = v
+		res.Allow = bool(v)
 	}
-	if res.Roles, err = strings_(b, "roles"); err != nil {
+	if res.Roles, err = stringSet(b, "roles"); err != nil {
 		return nil, err
 	}
-	if res.Reasons, err = strings_(b, "reasons"); err != nil {
+	if res.Reasons, err = stringSet(b, "reasons"); err != nil {
 		return nil, err
 	}
 	if res.Filters, err = filters(b); err != nil {
 		return nil, err
 	}
 	if explain {
-		m, err := single(b, "matches")
-		if err != nil {
+		if res.Matches, err = matches(b); err != nil {
 			return nil, err
-		}
-		if m != nil {
-			items, ok := m.([]any)
-			if !ok {
-				return nil, typeErr("matches", "got %s, want a set of objects", typeName(m))
-			}
-			for i, it := range items {
-				obj, ok := it.(map[string]any)
-				if !ok {
-					return nil, typeErr("matches", "element %d: got %s, want an object", i, typeName(it))
-				}
-				res.Matches = append(res.Matches, obj)
-			}
 		}
 	}
 	return res, nil
@@ -98,42 +88,91 @@ func (e *Engine) eval(ctx context.Context, rev *revision, in Input, explain bool
 
 // single returns the value of a rule from its comprehension binding, or nil
 // when the rule is undefined.
-func single(b rego.Vars, rule string) (any, error) {
-	arr, ok := b[rule].([]any)
+func single(b rego.Vars, rule string) (ast.Value, error) {
+	t, ok := b[rule].(*ast.Term)
 	if !ok {
 		return nil, typeErr(rule, "missing from the result")
 	}
-	switch len(arr) {
+	arr, ok := t.Value.(*ast.Array)
+	if !ok {
+		return nil, typeErr(rule, "got %s from its comprehension", typeName(t.Value))
+	}
+	switch arr.Len() {
 	case 0:
 		return nil, nil
 	case 1:
-		return arr[0], nil
+		return arr.Elem(0).Value, nil
 	}
 	// A conflict already fails evaluation; this is a safety net.
-	return nil, typeErr(rule, "%d values", len(arr))
+	return nil, typeErr(rule, "%d values", arr.Len())
 }
 
-// strings_ reads a rule that must be a set (or array) of strings, sorted
+// elems returns the elements of a set or an array.
+func elems(v ast.Value) ([]*ast.Term, bool) {
+	switch c := v.(type) {
+	case ast.Set:
+		return c.Slice(), true
+	case *ast.Array:
+		out := make([]*ast.Term, c.Len())
+		for i := range out {
+			out[i] = c.Elem(i)
+		}
+		return out, true
+	}
+	return nil, false
+}
+
+// stringSet reads a rule that must be a set (or array) of strings, sorted
 // and deduplicated.
-func strings_(b rego.Vars, rule string) ([]string, error) {
+func stringSet(b rego.Vars, rule string) ([]string, error) {
 	v, err := single(b, rule)
 	if err != nil || v == nil {
 		return []string{}, err
 	}
-	arr, ok := v.([]any)
+	items, ok := elems(v)
 	if !ok {
 		return nil, typeErr(rule, "got %s, want a set of strings", typeName(v))
 	}
-	out := make([]string, 0, len(arr))
-	for i, x := range arr {
-		s, ok := x.(string)
+	out := make([]string, 0, len(items))
+	for i, x := range items {
+		s, ok := x.Value.(ast.String)
 		if !ok {
-			return nil, typeErr(rule, "element %d: got %s, want a string", i, typeName(x))
+			return nil, typeErr(rule, "element %d: got %s, want a string", i, typeName(x.Value))
 		}
-		out = append(out, s)
+		out = append(out, string(s))
 	}
 	slices.Sort(out)
 	return slices.Compact(out), nil
+}
+
+// matches reads the optional explanation rule: a set of objects.
+func matches(b rego.Vars) ([]map[string]any, error) {
+	const rule = "matches"
+	v, err := single(b, rule)
+	if err != nil || v == nil {
+		return nil, err
+	}
+	items, ok := elems(v)
+	if !ok {
+		return nil, typeErr(rule, "got %s, want a set of objects", typeName(v))
+	}
+	out := make([]map[string]any, 0, len(items))
+	for i, it := range items {
+		if _, ok := it.Value.(ast.Object); !ok {
+			return nil, typeErr(rule, "element %d: got %s, want an object", i, typeName(it.Value))
+		}
+		// Numbers stay json.Number, as in filters.
+		x, err := ast.ValueToInterface(it.Value, nil)
+		if err != nil {
+			return nil, typeErr(rule, "element %d: %v", i, err)
+		}
+		obj, ok := x.(map[string]any)
+		if !ok {
+			return nil, typeErr(rule, "element %d: got %T, want an object", i, x)
+		}
+		out = append(out, obj)
+	}
+	return out, nil
 }
 
 // filterKeys are the keys a filter object may have.
@@ -150,13 +189,13 @@ func filters(b rego.Vars) ([]rls.Filter, error) {
 	if err != nil || v == nil {
 		return []rls.Filter{}, err
 	}
-	arr, ok := v.([]any)
+	items, ok := elems(v)
 	if !ok {
 		return nil, typeErr(rule, "got %s, want a set of objects", typeName(v))
 	}
-	out := make([]rls.Filter, 0, len(arr))
-	for i, x := range arr {
-		f, err := parseFilter(x)
+	out := make([]rls.Filter, 0, len(items))
+	for i, x := range items {
+		f, err := parseFilter(x.Value)
 		if err != nil {
 			return nil, &ruleError{rule: rule, err: fmt.Errorf("element %d: %w", i, err)}
 		}
@@ -171,32 +210,38 @@ func filters(b rego.Vars) ([]rls.Filter, error) {
 	return out, nil
 }
 
-func parseFilter(x any) (rls.Filter, error) {
+func parseFilter(x ast.Value) (rls.Filter, error) {
 	var f rls.Filter
-	obj, ok := x.(map[string]any)
+	obj, ok := x.(ast.Object)
 	if !ok {
 		return f, fmt.Errorf("got %s, want an object", typeName(x))
 	}
-	for k := range obj {
-		if !filterKeys[k] {
-			return f, fmt.Errorf("unknown key %q", k)
+	var err error
+	obj.Until(func(k, _ *ast.Term) bool {
+		ks, ok := k.Value.(ast.String)
+		if !ok || !filterKeys[string(ks)] {
+			err = fmt.Errorf("unknown key %v", k)
+			return true
 		}
+		return false
+	})
+	if err != nil {
+		return f, err
 	}
 	str := func(key string, required bool) (string, error) {
-		v, ok := obj[key]
-		if !ok {
+		t := obj.Get(ast.InternedTerm(key))
+		if t == nil {
 			if required {
 				return "", fmt.Errorf("key %q missing", key)
 			}
 			return "", nil
 		}
-		s, ok := v.(string)
+		s, ok := t.Value.(ast.String)
 		if !ok {
-			return "", fmt.Errorf("key %q: got %s, want a string", key, typeName(v))
+			return "", fmt.Errorf("key %q: got %s, want a string", key, typeName(t.Value))
 		}
-		return s, nil
+		return string(s), nil
 	}
-	var err error
 	if f.Name, err = str("name", true); err != nil {
 		return f, err
 	}
@@ -220,60 +265,54 @@ func parseFilter(x any) (rls.Filter, error) {
 		return f, err
 	}
 
-	tables, ok := obj["tables"]
-	if !ok {
+	tables := obj.Get(ast.InternedTerm("tables"))
+	if tables == nil {
 		return f, errors.New("key \"tables\" missing")
 	}
-	tarr, ok := tables.([]any)
+	titems, ok := elems(tables.Value)
 	if !ok {
-		return f, fmt.Errorf("key \"tables\": got %s, want an array of strings", typeName(tables))
+		return f, fmt.Errorf("key \"tables\": got %s, want an array of strings", typeName(tables.Value))
 	}
-	f.Tables = make([]string, 0, len(tarr))
-	for i, t := range tarr {
-		s, ok := t.(string)
+	f.Tables = make([]string, 0, len(titems))
+	for i, t := range titems {
+		s, ok := t.Value.(ast.String)
 		if !ok {
-			return f, fmt.Errorf("key \"tables\" element %d: got %s, want a string", i, typeName(t))
+			return f, fmt.Errorf("key \"tables\" element %d: got %s, want a string", i, typeName(t.Value))
 		}
-		f.Tables = append(f.Tables, s)
+		f.Tables = append(f.Tables, string(s))
 	}
 
-	values, ok := obj["values"]
-	if !ok {
+	values := obj.Get(ast.InternedTerm("values"))
+	if values == nil {
 		return f, errors.New("key \"values\" missing")
 	}
-	varr, ok := values.([]any)
+	// A set of values is as good as an array; its order is Rego's.
+	vitems, ok := elems(values.Value)
 	if !ok {
-		return f, fmt.Errorf("key \"values\": got %s, want an array", typeName(values))
+		return f, fmt.Errorf("key \"values\": got %s, want an array", typeName(values.Value))
 	}
-	f.Values = make([]any, 0, len(varr))
-	for i, v := range varr {
-		switch v.(type) {
-		case string, bool, json.Number:
+	f.Values = make([]any, 0, len(vitems))
+	for i, v := range vitems {
+		switch x := v.Value.(type) {
+		case ast.String:
+			f.Values = append(f.Values, string(x))
+		case ast.Boolean:
+			f.Values = append(f.Values, bool(x))
+		case ast.Number:
+			f.Values = append(f.Values, json.Number(x))
 		default:
-			return f, fmt.Errorf("key \"values\" element %d: got %s, want a string, number or boolean", i, typeName(v))
+			return f, fmt.Errorf("key \"values\" element %d: got %s, want a string, number or boolean", i, typeName(v.Value))
 		}
-		f.Values = append(f.Values, v)
 	}
 	return f, nil
 }
 
-// typeName names the Rego type of a value converted to Go.
-func typeName(v any) string {
-	switch v.(type) {
-	case nil:
-		return "null"
-	case bool:
-		return "boolean"
-	case string:
-		return "string"
-	case json.Number:
-		return "number"
-	case []any:
-		return "array or set"
-	case map[string]any:
-		return "object"
+// typeName names the Rego type of a value.
+func typeName(v ast.Value) string {
+	if v == nil {
+		return "nothing"
 	}
-	return fmt.Sprintf("%T", v)
+	return ast.ValueName(v)
 }
 
 // inputValue builds the policy input as an AST value directly, which is

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"slices"
 	"testing"
 
@@ -13,8 +14,8 @@ import (
 // FuzzEvaluateShipped feeds arbitrary claims and groups to the shipped
 // policy. Claims are verified but their content is anyone's: whatever they
 // hold, the policy must decide without error, allow exactly when it grants
-// a role, and leave no governed table without a filter unless an exempt
-// role is granted.
+// a role, give each filter values of one kind, and leave no governed table
+// without a filter unless an exempt role is granted.
 func FuzzEvaluateShipped(f *testing.F) {
 	e, err := New(Options{FS: policies.FS})
 	if err != nil {
@@ -51,6 +52,14 @@ func FuzzEvaluateShipped(f *testing.F) {
 		}
 		if res.Allow != (len(res.Roles) > 0) {
 			t.Errorf("got allow %v with roles %q, want allow exactly when a role is granted", res.Allow, res.Roles)
+		}
+		for _, fl := range res.Filters {
+			for _, v := range fl.Values {
+				if fmt.Sprintf("%T", v) != fmt.Sprintf("%T", fl.Values[0]) {
+					t.Errorf("got filter %q values %v of mixed kinds, want one kind", fl.Name, fl.Values)
+					break
+				}
+			}
 		}
 		if slices.Contains(res.Roles, "Admin") {
 			return

@@ -42,8 +42,17 @@ reasons contains grant.reason if some grant in _grants
 
 reasons contains r if {
 	some f in _claim_filters
+	count(f.values) > 0
 	r := sprintf("claim mapping '%s' limits %s to rows where %s is one of %v", [
 		f.name, concat(", ", f.tables), f.column, f.values,
+	])
+}
+
+reasons contains r if {
+	some f in _claim_filters
+	count(f.values) == 0
+	r := sprintf("claim mapping '%s' is required on %s and this person has no such claim: no rows", [
+		f.name, concat(", ", f.tables),
 	])
 }
 
@@ -163,16 +172,38 @@ _claim_filters contains f if {
 	rls := mapping.rls
 	values := {hit.value | some hit in _claim_hits; hit.mapping == name}
 	count(values) > 0
-	f := {
-		"name": name,
-		"tables": rls.tables,
-		"column": rls.column,
-		"operator": object.get(rls, "operator", "in"),
-		"values": sort(values),
-		"group_key": object.get(rls, "group_key", name),
-		"filter_type": object.get(rls, "filter_type", "REGULAR"),
-	}
+	f := _filter(name, rls, _one_kind(values))
 }
+
+# A mapping whose rls says "required": true denies its tables to a person
+# without the claim, even when other filters cover them.
+_claim_filters contains f if {
+	some name, mapping in mappings.claims
+	mapping.rls.required == true
+	not _has_claim(name)
+	f := _filter(name, mapping.rls, set())
+}
+
+_has_claim(name) if {
+	some hit in _claim_hits
+	hit.mapping == name
+}
+
+_filter(name, rls, values) := {
+	"name": name,
+	"tables": rls.tables,
+	"column": rls.column,
+	"operator": object.get(rls, "operator", "in"),
+	"values": sort(values),
+	"group_key": object.get(rls, "group_key", name),
+	"filter_type": object.get(rls, "filter_type", "REGULAR"),
+}
+
+# The values of one filter must be of one kind for the SQL renderer: when
+# claims mix kinds (["Sales", 7]), all become strings ("7").
+_one_kind(values) := values if count({type_name(v) | some v in values}) == 1
+
+_one_kind(values) := {_key(v) | some v in values} if count({type_name(v) | some v in values}) > 1
 
 _covered_tables contains table if {
 	some f in _claim_filters

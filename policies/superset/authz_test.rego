@@ -293,3 +293,38 @@ test_group_prefix_must_be_a_string if {
 	authz.roles == {"Alpha"} with input as p
 		with data.superset.mappings.options.strip_group_prefix as 1
 }
+
+test_mixed_value_kinds_become_strings if {
+	p := person([], {"department": ["Sales", 7, true]})
+	f := filter_named("department", authz.rls_filters) with input as p
+	f.values == ["7", "Sales", "true"]
+}
+
+test_one_kind_of_numbers_stays_numbers if {
+	p := person([], {"cost_center": [1000, 2000]})
+	f := filter_named("cost_center", authz.rls_filters) with input as p
+	f.values == [1000, 2000]
+}
+
+test_required_mapping_denies_without_claim if {
+	mappings := json.patch(data.superset.mappings, [{"op": "add", "path": "/claims/department/rls/required", "value": true}])
+	p := person(["Analytics Users"], {"team": "payments"})
+	fs := authz.rls_filters with input as p with data.superset.mappings as mappings
+	filter_named("department", fs) == {
+		"name": "department",
+		"tables": ["sales", "finance.revenue"],
+		"column": "department",
+		"operator": "in",
+		"values": [],
+		"group_key": "department",
+		"filter_type": "REGULAR",
+	}
+	filter_named("team", fs).values == ["payments"]
+	r := "claim mapping 'department' is required on sales, finance.revenue and this person has no such claim: no rows"
+	r in authz.reasons with input as p with data.superset.mappings as mappings
+
+	# With the claim, the required mapping filters as usual.
+	q := person(["Analytics Users"], {"department": "Sales"})
+	gs := authz.rls_filters with input as q with data.superset.mappings as mappings
+	filter_named("department", gs).values == ["Sales"]
+}

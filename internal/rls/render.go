@@ -348,23 +348,49 @@ func checkColumn(c string) error {
 	if c == "" {
 		return errors.New("column is empty")
 	}
-	parts := strings.Split(c, ".")
-	if len(parts) > 2 {
+	first, rest, two := strings.Cut(c, ".")
+	if two && strings.Contains(rest, ".") {
 		return fmt.Errorf("column %q has more than two parts: want \"column\" or \"table.column\"",
 			truncate(c))
 	}
-	for _, p := range parts {
+	parts := [2]string{first, rest}
+	for _, p := range parts[:1+boolInt(two)] {
 		if !identifier(p) {
 			return fmt.Errorf("column %q is not a plain identifier "+
 				"(a letter or underscore, then letters, digits or underscores, at most %d)",
 				truncate(c), maxIdentLen)
 		}
-		if _, ok := reserved[strings.ToUpper(p)]; ok {
+		if isReserved(p) {
 			return fmt.Errorf("column %q is the SQL keyword %q, which would not name a column",
 				c, p)
 		}
 	}
 	return nil
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// isReserved reports whether the identifier s is a keyword in reserved,
+// without allocating.
+func isReserved(s string) bool {
+	var buf [24]byte
+	if len(s) > len(buf) {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 'a' && c <= 'z' {
+			c -= 'a' - 'A'
+		}
+		buf[i] = c
+	}
+	_, ok := reserved[string(buf[:len(s)])]
+	return ok
 }
 
 // identifier reports whether s is a plain, unquoted SQL identifier.

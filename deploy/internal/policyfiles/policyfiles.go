@@ -97,12 +97,17 @@ var keyPattern = regexp.MustCompile(`^[-._a-zA-Z0-9]+$`)
 
 // Key returns the ConfigMap key that holds the file at the slash-separated
 // path p: the path with every "/" replaced by "--". It fails when p cannot be
-// a key (characters outside the allowed set, or "--" already in the path).
+// a key (characters outside the allowed set) or when the key would not decode
+// back to p ("--" already in the path, or "-" beside a "/").
 func Key(p string) (string, error) {
 	if strings.Contains(p, "--") {
 		return "", fmt.Errorf("policy path %q contains \"--\", which the key encoding reserves", p)
 	}
 	k := strings.ReplaceAll(p, "/", "--")
+	if strings.ReplaceAll(k, "--", "/") != p {
+		return "", fmt.Errorf("policy path %q has a name that starts or ends with \"-\" beside a \"/\", "+
+			"which the key encoding cannot tell apart", p)
+	}
 	if len(k) > 253 || !keyPattern.MatchString(k) {
 		return "", fmt.Errorf("policy path %q cannot be a ConfigMap key %q", p, k)
 	}
@@ -134,7 +139,7 @@ func RenderConfigMap(name string, files []File) ([]byte, error) {
 			data.Content = append(data.Content, keyNode, v)
 			continue
 		}
-		v := &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!binary", Value: base64.StdEncoding.EncodeToString(f.Data)}
+		v := &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: base64.StdEncoding.EncodeToString(f.Data)}
 		binary.Content = append(binary.Content, keyNode, v)
 	}
 	if total > MaxConfigMapBytes {

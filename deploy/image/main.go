@@ -23,6 +23,7 @@ import (
 	"io"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/authzd/authzd/deploy/internal/ociimage"
@@ -36,12 +37,16 @@ func main() {
 }
 
 const usage = `usage:
-  image build -binary FILE -policies DIR [-ca-bundle FILE] [-output FILE] [flags]
+  image [build] -binary FILE -policies DIR [-ca-bundle FILE] [-output FILE] [flags]
   image check [-arch ARCH] FILE`
 
 func run(args []string, stdout io.Writer) error {
 	if len(args) == 0 {
 		return errors.New(usage)
+	}
+	if strings.HasPrefix(args[0], "-") {
+		// `image -binary ... -out ...` is `image build ...`.
+		return build(args, stdout)
 	}
 	switch args[0] {
 	case "build":
@@ -63,6 +68,7 @@ func build(args []string, stdout io.Writer) error {
 	fs.StringVar(&o.Revision, "revision", "", "org.opencontainers.image.revision label (a commit)")
 	fs.StringVar(&o.Source, "source", "", "org.opencontainers.image.source label (a repository URL)")
 	output := fs.String("output", "authzd-image.tar", "the archive to write")
+	fs.StringVar(output, "out", "authzd-image.tar", "the same as -output")
 	ref := fs.String("tag", "authzd:dev", "the image name and tag recorded in the archive")
 	created := fs.String("created", os.Getenv("SOURCE_DATE_EPOCH"),
 		"creation time as Unix seconds (default $SOURCE_DATE_EPOCH, else 0)")

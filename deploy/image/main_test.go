@@ -59,6 +59,19 @@ func TestBuildThenCheck(t *testing.T) {
 		t.Errorf("check printed %q, want ok and digest %s", got, digest)
 	}
 
+	stdout.Reset()
+	again := filepath.Join(dir, "again.tar")
+	err = run([]string{"--binary", bin, "--policies", filepath.Dir(policies), "--ca-bundle", ca,
+		"--out", again, "-tag", "authzd:test", "-created", "1764547200"}, &stdout)
+	if err != nil {
+		t.Fatalf("build without the command word: %v", err)
+	}
+	first, _ := os.ReadFile(out)
+	second, _ := os.ReadFile(again)
+	if !bytes.Equal(first, second) {
+		t.Error("got different archives from the same inputs")
+	}
+
 	tests := []struct {
 		name string
 		args []string

@@ -144,6 +144,9 @@ var (
 	myErr       error
 	serversMu   sync.Mutex
 	servers     []*server
+	// serverDirs are the servers' temporary directories, removed at the
+	// end even when a server failed to start.
+	serverDirs []string
 )
 
 func TestMain(m *testing.M) {
@@ -252,9 +255,11 @@ func stopServers() {
 	defer serversMu.Unlock()
 	for _, s := range servers {
 		s.shutdown()
-		os.RemoveAll(s.dir)
 	}
-	servers = nil
+	for _, dir := range serverDirs {
+		os.RemoveAll(dir)
+	}
+	servers, serverDirs = nil, nil
 }
 
 // shutdown stops the server, killing it if it does not stop in time.
@@ -295,10 +300,19 @@ func systemUser(name string) (*syscall.Credential, error) {
 // serverDir makes a temporary directory the system user owns, under a
 // parent that user can traverse.
 func serverDir(name string, cred *syscall.Credential) (string, error) {
-	dir, err := os.MkdirTemp("", "authzd-rls-"+name+"-")
+	parent := os.TempDir()
+	if cred != nil && !traversable(parent) {
+		// The system user must reach the directory: a TMPDIR under
+		// /root would not do.
+		parent = "/tmp"
+	}
+	dir, err := os.MkdirTemp(parent, "authzd-rls-"+name+"-")
 	if err != nil {
 		return "", fmt.Errorf("make %s directory: %w", name, err)
 	}
+	serversMu.Lock()
+	serverDirs = append(serverDirs, dir)
+	serversMu.Unlock()
 	if err := os.Chmod(dir, 0o755); err != nil {
 		return dir, fmt.Errorf("chmod %q: %w", dir, err)
 	}
@@ -308,6 +322,26 @@ func serverDir(name string, cred *syscall.Credential) (string, error) {
 		}
 	}
 	return dir, nil
+}
+
+// traversable reports whether every directory from / to dir may be
+// searched by other users.
+func traversable(dir string) bool {
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return false
+	}
+	for {
+		fi, err := os.Stat(dir)
+		if err != nil || fi.Mode().Perm()&0o001 == 0 {
+			return false
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return true
+		}
+		dir = parent
+	}
 }
 
 // run runs a setup command to completion, its output in logPath.
@@ -457,7 +491,7 @@ func startPostgres() (*engine, error) {
 		return nil, fmt.Errorf("postgresql: %w", err)
 	}
 	s, err := launch("postgresql", dir, cred, syscall.SIGINT, postgres,
-		"-D", data, "-p", strconv.Itoa(port), "-k", dir,
+		"-D", data, "-p", strconv.Itoa(port), "-c", "unix_socket_directories=",
 		"-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
 		"-c", "synchronous_commit=off", "-c", "full_page_writes=off",
 		"-c", "shared_buffers=16MB", "-c", "max_connections=20")
@@ -524,7 +558,8 @@ func startMariaDB() (*engine, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
 	defer cancel()
 	data := filepath.Join(dir, "data")
-	args := append([]string{"--no-defaults", "--datadir=" + data, "--skip-test-db",
+	args := append([]string{"--no-defaults", "--datadir=" + data, "--tmpdir=" + dir,
+		"--skip-test-db",
 		"--auth-root-authentication-method=normal", "--skip-name-resolve"}, userArgs...)
 	if err := run(ctx, nil, dir, filepath.Join(dir, "install-db.log"), installDB, args...); err != nil {
 		return nil, fmt.Errorf("mariadb: %w", err)
@@ -533,7 +568,7 @@ func startMariaDB() (*engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mariadb: %w", err)
 	}
-	args = append([]string{"--no-defaults", "--datadir=" + data,
+	args = append([]string{"--no-defaults", "--datadir=" + data, "--tmpdir=" + dir,
 		"--bind-address=127.0.0.1", "--port=" + strconv.Itoa(port),
 		"--socket=" + filepath.Join(dir, "mariadb.sock"),
 		"--pid-file=" + filepath.Join(dir, "mariadb.pid"),

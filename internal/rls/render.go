@@ -171,6 +171,11 @@ func checkValue(v any) (valueKind, error) {
 		if !isJSONNumber(string(v)) {
 			return 0, fmt.Errorf("json.Number %q is not a JSON number", truncate(string(v)))
 		}
+		// A number past the float64 range is infinite in SQLite and an
+		// error in MySQL: refuse it here, with its reason.
+		if f, _ := strconv.ParseFloat(string(v), 64); math.IsInf(f, 0) {
+			return 0, fmt.Errorf("json.Number %q is out of the float64 range", truncate(string(v)))
+		}
 		return kindNumber, nil
 	case nil:
 		return 0, errors.New("null has no equality: a NULL column never matches")

@@ -163,6 +163,7 @@ func TestRenderErrors(t *testing.T) {
 		{name: "nan", filter: rls.Filter{Column: "d", Values: []any{math.NaN()}}, want: "NaN"},
 		{name: "inf", filter: rls.Filter{Column: "d", Values: []any{math.Inf(-1)}}, want: "-Inf"},
 		{name: "bad json number", filter: rls.Filter{Column: "d", Values: []any{json.Number("1 OR 1=1")}}, want: "not a JSON number"},
+		{name: "json number too large", filter: rls.Filter{Column: "d", Values: []any{json.Number("1e400")}}, want: "float64 range"},
 		{name: "json number hex", filter: rls.Filter{Column: "d", Values: []any{json.Number("0x10")}}, want: "not a JSON number"},
 		{name: "nil", filter: rls.Filter{Column: "d", Values: []any{nil}}, want: "null"},
 		{name: "slice", filter: rls.Filter{Column: "d", Values: []any{[]string{"a"}}}, want: "[]string"},

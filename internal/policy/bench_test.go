@@ -93,3 +93,23 @@ func BenchmarkInputConversion(b *testing.B) {
 		}
 	})
 }
+
+// TestBenchQueryMatchesEngine keeps testdata/bench/query.rego, the query
+// that `opa bench` runs in the comparison, equal to the engine's query.
+func TestBenchQueryMatchesEngine(t *testing.T) {
+	data, err := os.ReadFile("testdata/bench/query.rego")
+	if err != nil {
+		t.Fatalf("read query: %v", err)
+	}
+	got, err := ast.ParseBody(string(data))
+	if err != nil {
+		t.Fatalf("parse query: %v", err)
+	}
+	pkg, err := pkgRef(DefaultPackage)
+	if err != nil {
+		t.Fatalf("pkgRef: %v", err)
+	}
+	if want := buildQuery(pkg, ruleNames); !got.Equal(want) {
+		t.Errorf("got bench query %v, want the engine's %v", got, want)
+	}
+}

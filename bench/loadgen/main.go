@@ -136,6 +136,7 @@ func runCmd(args []string) error {
 	}
 
 	var samples []float64
+	began := time.Now()
 	sampleDone := make(chan struct{})
 	if *rssEvery > 0 && *pid > 0 {
 		go func() {
@@ -149,6 +150,12 @@ func runCmd(args []string) error {
 				case <-t.C:
 					if v, err := procStatusKiB(*pid, "VmRSS"); err == nil {
 						samples = append(samples, float64(v)/1024)
+						if len(samples)%10 == 0 {
+							// Progress, so that a long soak leaves a trace
+							// even when it is cut short.
+							fmt.Fprintf(os.Stderr, "loadgen: %s %d decisions, RSS %.1f MiB\n",
+								time.Since(began).Round(time.Second), next.Load(), float64(v)/1024)
+						}
 					}
 				}
 			}

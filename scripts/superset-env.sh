@@ -12,7 +12,8 @@
 # Two pins work around packaging faults of apache-superset 6.1.0 itself:
 # Flask-Caching 2.5 passes an argument its metastore cache does not take
 # (the app fails to start), so constraints.txt pins 2.3.1; and it imports
-# cachetools without declaring it, so cachetools is installed explicitly.
+# cachetools (database engine specs) and rich (the superset CLI) without
+# declaring them, so both are installed explicitly.
 #
 # PYTHON selects the interpreter (default python3; Superset 6.1 needs 3.10-3.12).
 set -euo pipefail
@@ -37,7 +38,7 @@ if [[ ! -x "$venv/bin/python" ]]; then
   "$python" -m venv "$venv"
 fi
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
-  -c "$constraints" apache-superset Authlib cachetools pytest
+  -c "$constraints" apache-superset Authlib cachetools rich pytest
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
   -c "$constraints" --no-deps -e "$pkg"
 "$venv/bin/python" -m pip check >/dev/null || {

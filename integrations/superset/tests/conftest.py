@@ -28,6 +28,17 @@ import requests
 REPO = pathlib.Path(__file__).resolve().parents[3]
 ANALYTICS_DB_NAME = "analytics"
 
+#: TIMINGS collects durations (seconds) of slow steps, printed at the end.
+TIMINGS: dict[str, float] = {}
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """Print the measured durations of the slow steps."""
+    if TIMINGS:
+        terminalreporter.section("authzd superset timings")
+        for name, secs in TIMINGS.items():
+            terminalreporter.write_line(f"{name}: {secs:.1f}s")
+
 
 def free_port() -> int:
     """free_port returns a loopback TCP port that was free a moment ago."""

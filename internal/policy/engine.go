@@ -247,6 +247,11 @@ func (e *Engine) Evaluate(ctx context.Context, in Input, explain bool) (*Result,
 			// The location names the rule's file and line.
 			attrs = append(attrs, "location", te.Location.String())
 		}
+		if errors.Is(err, context.Canceled) {
+			// The caller went away; nothing for an operator to fix.
+			e.log.DebugContext(ctx, "policy evaluation canceled", attrs...)
+			return nil, err
+		}
 		e.log.ErrorContext(ctx, "policy evaluation failed", attrs...)
 		return nil, err
 	}

@@ -115,3 +115,20 @@ func TestEngineCases(t *testing.T) {
 		})
 	}
 }
+
+func TestEvaluateCanceled(t *testing.T) {
+	logger, logs := newLogger()
+	e, err := New(Options{Dir: "testdata/engine/timeout/policy", Package: "test.authz", Logger: logger})
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	res, err := e.Evaluate(ctx, Input{Claims: map[string]any{"slow": true}}, false)
+	if err == nil || res != nil {
+		t.Fatalf("Evaluate with a canceled context: got %+v, %v; want no result and an error", res, err)
+	}
+	if errs := logs.records(t, "ERROR"); len(errs) != 0 {
+		t.Errorf("got ERROR records %v for a caller that went away, want none", errs)
+	}
+}

@@ -39,7 +39,7 @@ func nextSerial() *big.Int {
 	return big.NewInt(serial.n)
 }
 
-func newKey(t *testing.T) *ecdsa.PrivateKey {
+func newKey(t testing.TB) *ecdsa.PrivateKey {
 	t.Helper()
 	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -48,7 +48,7 @@ func newKey(t *testing.T) *ecdsa.PrivateKey {
 	return k
 }
 
-func newCA(t *testing.T, name string) *testCA {
+func newCA(t testing.TB, name string) *testCA {
 	t.Helper()
 	key := newKey(t)
 	tmpl := &x509.Certificate{
@@ -93,7 +93,7 @@ type issued struct {
 	x509            *x509.Certificate
 }
 
-func (ca *testCA) issue(t *testing.T, l leaf) *issued {
+func (ca *testCA) issue(t testing.TB, l leaf) *issued {
 	t.Helper()
 	key := newKey(t)
 	tmpl := &x509.Certificate{
@@ -137,7 +137,7 @@ func (ca *testCA) issue(t *testing.T, l leaf) *issued {
 }
 
 // writeFile replaces path atomically, as a secret volume update does.
-func writeFile(t *testing.T, path string, data []byte) {
+func writeFile(t testing.TB, path string, data []byte) {
 	t.Helper()
 	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, data, 0o600); err != nil {
@@ -153,7 +153,7 @@ type files struct {
 	cert, key, clientCA string
 }
 
-func newFiles(t *testing.T, server *issued, clientCA *testCA) files {
+func newFiles(t testing.TB, server *issued, clientCA *testCA) files {
 	t.Helper()
 	dir := t.TempDir()
 	f := files{
@@ -188,7 +188,7 @@ func (b *lockedBuffer) String() string {
 }
 
 // eventually polls cond until it returns nil or the deadline passes.
-func eventually(t *testing.T, what string, cond func() error) {
+func eventually(t testing.TB, what string, cond func() error) {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for {

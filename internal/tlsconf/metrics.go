@@ -28,7 +28,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"kind"}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "authzd_tls_clients_refused_total",
-			Help: "Clients refused after the TLS handshake by the client rule " +
+			Help: "Clients refused by the client rule, in the gRPC handshake or with a REST 401/403 " +
 				"(not on the allow-list, or no verified certificate), by listener (grpc, http).",
 		}, []string{"listener"}),
 	}

@@ -72,13 +72,16 @@ func (m *Manager) install(mat *material) error {
 // last check. Only one caller checks; the others go on with the current
 // material.
 func (m *Manager) maybeReload() {
-	now := time.Now().UnixNano()
+	now := m.sinceEpoch()
 	last := m.lastCheck.Load()
 	if now-last < int64(m.interval) || !m.lastCheck.CompareAndSwap(last, now) {
 		return
 	}
 	_ = m.Reload()
 }
+
+// sinceEpoch is a monotonic clock reading in nanoseconds.
+func (m *Manager) sinceEpoch() int64 { return int64(time.Since(m.epoch)) }
 
 // Run checks the files every check interval until ctx ends, so that
 // rotation is picked up, and the expiry metrics follow it, even when no
@@ -91,7 +94,7 @@ func (m *Manager) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			m.lastCheck.Store(time.Now().UnixNano())
+			m.lastCheck.Store(m.sinceEpoch())
 			_ = m.Reload()
 		}
 	}

@@ -86,7 +86,8 @@ type Manager struct {
 	dnsAllowed map[string]bool
 
 	mat       atomic.Pointer[material]
-	lastCheck atomic.Int64 // unix nanoseconds of the last file check
+	epoch     time.Time    // monotonic origin of lastCheck
+	lastCheck atomic.Int64 // nanoseconds since epoch of the last file check
 
 	mu     sync.Mutex        // serializes reloads
 	badKey map[string]string // kind -> key of the bad content last logged
@@ -135,6 +136,7 @@ func New(o Options) (*Manager, error) {
 		allowed:    allowed,
 		dnsAllowed: dnsAllowed,
 		badKey:     map[string]string{},
+		epoch:      time.Now(),
 	}
 	met, err := newMetrics(o.Registerer)
 	if err != nil {
@@ -160,7 +162,7 @@ func New(o Options) (*Manager, error) {
 	if err := m.install(mat); err != nil {
 		return nil, err
 	}
-	m.lastCheck.Store(time.Now().UnixNano())
+	m.lastCheck.Store(m.sinceEpoch())
 	return m, nil
 }
 

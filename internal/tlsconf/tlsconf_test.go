@@ -36,7 +36,7 @@ type pki struct {
 	unlisted, stranger          *issued
 }
 
-func newPKI(t *testing.T) *pki {
+func newPKI(t testing.TB) *pki {
 	t.Helper()
 	p := &pki{
 		serverCA: newCA(t, "server CA"),

@@ -165,6 +165,9 @@ func TestWatchAppliesGoodChange(t *testing.T) {
 
 func TestWatchRefusesBrokenChange(t *testing.T) {
 	e, dir, reg, logs := newDirEngine(t, "A")
+	// A fast poll, so that many polls see the broken file and must not
+	// log it again.
+	e.opts.PollInterval = 20 * time.Millisecond
 	startWatch(t, e)
 	good := e.Revision()
 
@@ -187,9 +190,11 @@ func TestWatchRefusesBrokenChange(t *testing.T) {
 
 	writeFile(t, filepath.Join(dir, "authz.rego"), brokenPolicy)
 	waitFor(t, "change refused", func() bool { return e.Info().LastError != "" })
-	// Let decisions flow for a little while after the refusal too.
-	n := decisions.Load()
-	waitFor(t, "decisions after the refusal", func() bool { return decisions.Load() > n+100 })
+	// Let decisions flow, and the poll run a dozen times, after the refusal.
+	n, refusedAt := decisions.Load(), time.Now()
+	waitFor(t, "decisions and polls after the refusal", func() bool {
+		return decisions.Load() > n+100 && time.Since(refusedAt) > 12*e.opts.PollInterval
+	})
 	cancel()
 	wg.Wait()
 

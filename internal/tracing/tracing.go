@@ -17,6 +17,7 @@ package tracing
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"strings"
@@ -53,6 +54,9 @@ type state struct {
 }
 
 var current atomic.Pointer[state]
+
+// consoleOut receives the spans of the console exporter.
+var consoleOut io.Writer = os.Stderr
 
 // noopSpan is returned by StartSpan while tracing is off.
 var noopSpan trace.Span = noop.Span{}
@@ -155,7 +159,7 @@ func exportersFromEnv() ([]string, error) {
 
 func newExporter(ctx context.Context, name string) (sdktrace.SpanExporter, error) {
 	if name == "console" {
-		exp, err := stdouttrace.New(stdouttrace.WithWriter(os.Stderr))
+		exp, err := stdouttrace.New(stdouttrace.WithWriter(consoleOut))
 		if err != nil {
 			return nil, fmt.Errorf("tracing: console exporter: %w", err)
 		}

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -38,7 +40,9 @@ func isolate(t *testing.T) {
 	for _, k := range otelEnv {
 		t.Setenv(k, "")
 	}
+	consoleOut = io.Discard
 	t.Cleanup(func() {
+		consoleOut = os.Stderr
 		Disable()
 		otel.SetTracerProvider(noop.NewTracerProvider())
 	})

@@ -288,7 +288,7 @@ func layerArchive(entries []entry, created time.Time) ([]byte, error) {
 // that the result depends on b alone.
 func gzipBytes(b []byte) ([]byte, error) {
 	var buf bytes.Buffer
-	zw, err := gzip.NewWriterLevel(&buf, gzip.BestCompression)
+	zw, err := gzip.NewWriterLevel(&buf, gzip.DefaultCompression)
 	if err != nil {
 		return nil, err
 	}

@@ -65,6 +65,7 @@ def superset_app(authzd, idp, tmp_path_factory):
     app = create_app()
     with app.app_context():
         import superset.connectors.sqla.models  # noqa: F401  (registers RLS tables)
+        import superset.key_value.models  # noqa: F401  (the decision store)
         import superset.models.core  # noqa: F401
         from flask_appbuilder import Model
         from superset.extensions import db, security_manager
@@ -255,8 +256,9 @@ def test_no_decision_fails_the_query(superset_app, sm, idp, authzd_running):
     from authzd_superset.manager import SESSION_KEY, AuthzdNoDecision
 
     with superset_app.test_request_context("/"):
-        signed_in_user(sm, login(sm, idp, person("Sales", sub="nina")))
+        user = signed_in_user(sm, login(sm, idp, person("Sales", sub="nina")))
         session.pop(SESSION_KEY)
+        sm.forget_decision(user.username)
         with pytest.raises(AuthzdNoDecision):
             sm.get_rls_filters(sales_table(superset_app))
 
@@ -269,6 +271,7 @@ def test_expired_decision_fails_the_query(superset_app, sm, idp, authzd_running)
     with superset_app.test_request_context("/"):
         signed_in_user(sm, login(sm, idp, person("Sales", sub="exa")))
         session[SESSION_KEY] = dict(session[SESSION_KEY], exp=time.time() - 1)
+        sm.forget_decision(session[SESSION_KEY]["user"])
         with pytest.raises(AuthzdNoDecision, match="expired"):
             sm.get_rls_filters(sales_table(superset_app))
 
@@ -280,10 +283,23 @@ def test_decision_of_another_user_is_not_used(superset_app, sm, idp, authzd_runn
 
     with superset_app.test_request_context("/"):
         other = signed_in_user(sm, login(sm, idp, person("Finance", sub="olga")))
+        sm.forget_decision(other.username)
         signed_in_user(sm, login(sm, idp, person("Sales", sub="sven")))
         g.user = other
         with pytest.raises(AuthzdNoDecision, match="another user"):
             sm.get_rls_filters(sales_table(superset_app))
+
+
+def test_query_without_session_uses_stored_decision(superset_app, sm, idp, authzd_running):
+    """SQL Lab runs queries in a fresh request context, as this test does."""
+    from flask import g
+
+    ids = superset_app.config["AUTHZD_TEST_IDS"]
+    with superset_app.test_request_context("/"):
+        user = signed_in_user(sm, login(sm, idp, person("Finance", sub="fiona")))
+    with superset_app.test_request_context("/"):
+        g.user = user
+        assert chart_ids(sales_table(superset_app)) == ids["Finance"]
 
 
 def test_filters_are_memoized_per_request_and_sortable(superset_app, sm, idp, authzd_running):

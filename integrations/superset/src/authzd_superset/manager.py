@@ -329,7 +329,7 @@ class AuthzdSecurityManager(SupersetSecurityManager):
                     "NO_USERNAME",
                 )
             )
-        session[SESSION_KEY] = {
+        state = {
             "id": decision.decision_id,
             "exp": decision.expires_at.timestamp(),
             "provider": provider,
@@ -337,6 +337,8 @@ class AuthzdSecurityManager(SupersetSecurityManager):
             "rev": decision.policy_revision,
             "filters": [f.to_list() for f in decision.rls_filters],
         }
+        session[SESSION_KEY] = state
+        self._store_decision(username, state)
         logger.info(
             "authzd login allowed for %s with roles %s",
             username,
@@ -436,16 +438,66 @@ class AuthzdSecurityManager(SupersetSecurityManager):
             )
         return None
 
+    # -- decision store ----------------------------------------------------------
+
+    def _decision_store(self) -> Any:
+        """_decision_store is where decisions are kept for contexts without a session.
+
+        It is Superset's metastore cache (the key-value table of the metadata
+        database), so every web worker and Celery worker sees the same
+        decisions, and entries expire with the decision.
+        """
+        store = getattr(self, "_authzd_store", None)
+        if store is None:
+            from superset.extensions.metastore_cache import SupersetMetastoreCache
+            from superset.key_value.types import JsonKeyValueCodec
+            from superset.key_value.utils import get_uuid_namespace
+
+            store = SupersetMetastoreCache(
+                namespace=get_uuid_namespace("authzd-decisions"),
+                codec=JsonKeyValueCodec(),
+            )
+            self._authzd_store = store
+        return store
+
+    def _store_decision(self, username: str, state: dict) -> None:
+        ttl = max(1, int(state["exp"] - time.time()) + 1)
+        try:
+            self._decision_store().set(f"decision:{username}", state, timeout=ttl)
+        except Exception:  # pylint: disable=broad-except
+            # Without the stored copy, queries outside the browser session
+            # (SQL Lab, reports) fail closed; the login itself may proceed.
+            logger.exception("cannot store the authzd decision for %s", username)
+
+    def _stored_decision(self, username: Optional[str]) -> Optional[dict]:
+        if not username:
+            return None
+        try:
+            state = self._decision_store().get(f"decision:{username}")
+        except Exception:  # pylint: disable=broad-except
+            logger.exception("cannot read the stored authzd decision for %s", username)
+            return None
+        return state if isinstance(state, dict) else None
+
+    def forget_decision(self, username: str) -> None:
+        """forget_decision drops the stored decision of a user."""
+        try:
+            self._decision_store().delete(f"decision:{username}")
+        except Exception:  # pylint: disable=broad-except
+            logger.exception("cannot delete the stored authzd decision for %s", username)
+
     # -- row-level security ----------------------------------------------------
 
     def get_rls_filters(self, table: Any) -> list:
         """get_rls_filters returns the person's filters for a dataset.
 
         They are the decision's filters whose tables match the dataset, plus
-        any that Superset's own RLS rules add. The result is memoized per
-        request. Without a valid decision it raises AuthzdNoDecision, so the
-        query fails instead of running unfiltered. Guest (embedded) users
-        keep Superset's own rules.
+        any that Superset's own RLS rules add. The decision is the session's;
+        where a query runs without the person's session (SQL Lab, Celery),
+        it is the one stored at the person's latest login. The result is
+        memoized per request. Without a valid decision it raises
+        AuthzdNoDecision, so the query fails instead of running unfiltered.
+        Guest (embedded) users keep Superset's own rules.
         """
         if self.is_guest_user():
             return super().get_rls_filters(table)
@@ -467,6 +519,11 @@ class AuthzdSecurityManager(SupersetSecurityManager):
 
     def _filters_for(self, table: Any, username: Optional[str]) -> list[AuthzdRLSFilter]:
         state = session.get(SESSION_KEY)
+        if not (isinstance(state, dict) and state.get("user") == username):
+            # SQL Lab runs queries in a request context of its own, with an
+            # empty session (and Celery workers have none): use the decision
+            # stored at the person's latest login.
+            state = self._stored_decision(username) or state
         problem = self._state_problem(state, username)
         if problem is not None:
             raise AuthzdNoDecision(problem)

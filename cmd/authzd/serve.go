@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -25,7 +26,9 @@ import (
 	"github.com/authzd/authzd/internal/policy"
 	"github.com/authzd/authzd/internal/rls"
 	"github.com/authzd/authzd/internal/server"
+	"github.com/authzd/authzd/internal/tlsconf"
 	"github.com/authzd/authzd/internal/token"
+	"github.com/authzd/authzd/internal/tracing"
 	"github.com/authzd/authzd/policies"
 )
 
@@ -90,6 +93,16 @@ func serveCmd(args []string, stderr, stdout io.Writer) error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+
+	shutdownTracing, err := tracing.Setup(ctx, "authzd", version)
+	if err != nil {
+		return fmt.Errorf("tracing from OTEL_* environment: %w", err)
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = shutdownTracing(sctx)
+	}()
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -172,6 +185,23 @@ func serveCmd(args []string, stderr, stdout io.Writer) error {
 	if dp != nil {
 		opts.Dev = dp.Handler()
 	}
+	if cfg.TLS.Enabled() {
+		tm, err := tlsconf.New(tlsconf.Options{
+			CertFile:       cfg.TLS.CertFile,
+			KeyFile:        cfg.TLS.KeyFile,
+			ClientCAFile:   cfg.TLS.ClientCAFile,
+			AllowedClients: cfg.TLS.AllowedClients,
+			Logger:         log.With("component", "tls"),
+			Registerer:     reg,
+		})
+		if err != nil {
+			return fmt.Errorf("config %q: tls: %w", cfg.File(), err)
+		}
+		go tm.Run(ctx)
+		opts.GRPCCreds = tm.GRPCCredentials()
+		opts.HTTPTLS = tm.ServerTLS()
+		opts.PeerCheck = tm.RequireAllowed
+	}
 	srv, err := server.New(opts)
 	if err != nil {
 		return err
@@ -181,7 +211,7 @@ func serveCmd(args []string, stderr, stdout io.Writer) error {
 	go engine.Watch(ctx)
 	go reloadOnHUP(ctx, engine, log)
 
-	if !*dev {
+	if !*dev && !cfg.TLS.Enabled() {
 		log.Warn("TLS is off: the service is reachable without transport security on its listeners",
 			"grpc_addr", grpcLis.Addr().String(), "http_addr", httpLis.Addr().String())
 	}

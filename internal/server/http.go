@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	authzv1 "github.com/authzd/authzd/gen/authz/v1"
+	"github.com/authzd/authzd/internal/tracing"
 )
 
 // httpCall is the REST request's own state, shared between the middleware
@@ -60,8 +61,12 @@ func (s *Server) httpHandler(ctx context.Context, conn *grpc.ClientConn) (http.H
 		return nil, fmt.Errorf("server: register gateway: %w", err)
 	}
 
+	api := s.apiMiddleware(gw)
+	if s.opts.PeerCheck != nil {
+		api = s.opts.PeerCheck(api)
+	}
 	mux := http.NewServeMux()
-	mux.Handle("/v1/", s.apiMiddleware(gw))
+	mux.Handle("/v1/", api)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
@@ -74,7 +79,7 @@ func (s *Server) httpHandler(ctx context.Context, conn *grpc.ClientConn) (http.H
 	if s.opts.Dev != nil {
 		mux.Handle("/dev/", s.opts.Dev)
 	}
-	return mux, nil
+	return tracing.HTTPMiddleware(mux), nil
 }
 
 // apiMiddleware assigns the decision id of a REST call, returns it in the
@@ -84,6 +89,7 @@ func (s *Server) apiMiddleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c := &httpCall{decisionID: uuid.NewString()}
 		w.Header().Set(decisionIDHeader, c.decisionID)
+		tracing.SetDecisionID(r.Context(), c.decisionID)
 		ctx := context.WithValue(r.Context(), httpCallKey{}, c)
 		r = r.WithContext(ctx)
 		if r.ContentLength > limit {

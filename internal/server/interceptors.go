@@ -17,6 +17,7 @@ import (
 
 	authzv1 "github.com/authzd/authzd/gen/authz/v1"
 	"github.com/authzd/authzd/internal/decision"
+	"github.com/authzd/authzd/internal/tracing"
 )
 
 // decisionIDHeader carries the decision id to the caller, on both paths.
@@ -60,6 +61,7 @@ func (s *Server) unaryInterceptor(ctx context.Context, req any, info *grpc.Unary
 	c := &call{decisionID: s.incomingDecisionID(ctx), method: info.FullMethod}
 	ctx = context.WithValue(ctx, callKey{}, c)
 	_ = grpc.SetHeader(ctx, metadata.Pairs(decisionIDHeader, c.decisionID))
+	tracing.SetDecisionID(ctx, c.decisionID)
 
 	func() {
 		defer func() {

@@ -24,12 +24,14 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
+	"google.golang.org/grpc/keepalive"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/test/bufconn"
 
 	authzv1 "github.com/authzd/authzd/gen/authz/v1"
 	"github.com/authzd/authzd/internal/audit"
+	"github.com/authzd/authzd/internal/tracing"
 )
 
 // Options configures a Server.
@@ -57,6 +59,9 @@ type Options struct {
 	GRPCCreds credentials.TransportCredentials
 	// HTTPTLS, when set, secures the HTTP listener.
 	HTTPTLS *tls.Config
+	// PeerCheck, when set, wraps the REST API so that it refuses the
+	// clients the gRPC listener refuses (mutual TLS allow-list).
+	PeerCheck func(http.Handler) http.Handler
 	// ShutdownTimeout bounds the drain on shutdown.
 	ShutdownTimeout time.Duration
 }
@@ -97,7 +102,14 @@ func New(opts Options) (*Server, error) {
 	s.metrics = m
 
 	gopts := []grpc.ServerOption{
+		tracing.GRPCServerOption(),
 		grpc.ChainUnaryInterceptor(s.unaryInterceptor),
+		// Clients reconnect now and then, so that they spread over new
+		// replicas and pick up a rotated client CA.
+		grpc.KeepaliveParams(keepalive.ServerParameters{
+			MaxConnectionAge:      30 * time.Minute,
+			MaxConnectionAgeGrace: time.Minute,
+		}),
 		// Above the token limit, so that an oversized token gets
 		// INVALID_ARGUMENT naming the limit rather than a transport error.
 		grpc.MaxRecvMsgSize(max(4*opts.MaxBodyBytes, 1<<20)),
@@ -128,6 +140,7 @@ func (s *Server) Serve(ctx context.Context, grpcLis, httpLis net.Listener) error
 			return s.inproc.DialContext(ctx)
 		}),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		tracing.GRPCClientOption(),
 	)
 	if err != nil {
 		return fmt.Errorf("server: in-process gateway connection: %w", err)

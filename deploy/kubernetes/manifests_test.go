@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
@@ -720,7 +721,7 @@ func TestConfigFile(t *testing.T) {
 	}
 	raw, ok := cm.Data["config.yaml"]
 	if !ok {
-		t.Fatalf("got keys %v, want config.yaml", slices.Collect(mapsKeys(cm.Data)))
+		t.Fatalf("got keys %v, want config.yaml", slices.Sorted(maps.Keys(cm.Data)))
 	}
 	var c serviceConfig
 	if err := yaml.UnmarshalStrict([]byte(raw), &c); err != nil {
@@ -770,16 +771,6 @@ func TestConfigFile(t *testing.T) {
 		if !strings.HasPrefix(is.Issuer, "https://") || len(is.Audiences) == 0 {
 			t.Errorf("issuers[%d]: got issuer %q audiences %v, want an https issuer and an audience",
 				i, is.Issuer, is.Audiences)
-		}
-	}
-}
-
-func mapsKeys(m map[string]string) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
 		}
 	}
 }

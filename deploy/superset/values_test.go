@@ -1,6 +1,7 @@
 package superset_test
 
 import (
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -40,13 +41,7 @@ func load(t *testing.T) values {
 // overrides returns the configOverrides in key order, as one Python file.
 func (v values) overrides() string {
 	var b strings.Builder
-	for _, k := range slices.Sorted(func(yield func(string) bool) {
-		for k := range v.ConfigOverrides {
-			if !yield(k) {
-				return
-			}
-		}
-	}) {
+	for _, k := range slices.Sorted(maps.Keys(v.ConfigOverrides)) {
 		b.WriteString(v.ConfigOverrides[k])
 		b.WriteString("\n")
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path"
 	"path/filepath"
@@ -198,7 +199,7 @@ func Check(in *Inspection, arch string) error {
 	}
 
 	home := "/home/nonroot"
-	for _, p := range slices.Sorted(mapKeys(in.Files)) {
+	for _, p := range slices.Sorted(maps.Keys(in.Files)) {
 		f := in.Files[p]
 		if f.Mode&(fs.ModeSetuid|fs.ModeSetgid) != 0 {
 			fail("%s: got mode %s, want no setuid or setgid bit", p, f.Mode)
@@ -230,16 +231,6 @@ func hasLinePrefix(s, prefix string) bool {
 		}
 	}
 	return false
-}
-
-func mapKeys[V any](m map[string]V) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
 }
 
 // untar extracts the regular files and directories of the archive at src

@@ -156,6 +156,22 @@ func BenchmarkDecide(b *testing.B) {
 			}
 		})
 	}
+	// As a gRPC server calls it: each decision on a new goroutine, whose
+	// small initial stack grows during the deep recursion of evaluation.
+	b.Run("new_goroutine", func(b *testing.B) {
+		s := f.service(b, -1, -1)
+		b.ReportAllocs()
+		for b.Loop() {
+			done := make(chan error, 1)
+			go func() {
+				_, err := s.Decide(ctx, Request{ID: "bench", IDToken: f.raw})
+				done <- err
+			}()
+			if err := <-done; err != nil {
+				b.Fatalf("Decide: %v", err)
+			}
+		}
+	})
 }
 
 // BenchmarkDecideCached measures a repeated request (same token, policy

@@ -2,6 +2,7 @@ package decision
 
 import (
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/json"
 	"sync"
 	"time"
@@ -69,15 +70,17 @@ func newCache(size int, ttl time.Duration) *cache {
 	return c
 }
 
+// keyBufs holds buffers for the key material, so that hashing a request
+// allocates nothing (converting the token to []byte would copy it).
+var keyBufs = sync.Pool{New: func() any {
+	b := make([]byte, 0, 4096)
+	return &b
+}}
+
 // key derives the cache key of req under revision rev. ok is false when the
 // request cannot be keyed (a context that does not encode to JSON), in
 // which case it is decided without the cache.
 func (c *cache) key(req *Request, rev string) (k cacheKey, ok bool) {
-	h := sha256.New()
-	// Lengths first, so that no two different requests concatenate alike.
-	var n [8 * 3]byte
-	putLen(n[0:], len(req.IDToken))
-	putLen(n[8:], len(rev))
 	var ctxJSON []byte
 	if len(req.Context) > 0 {
 		// encoding/json sorts map keys at every level: a canonical form.
@@ -87,24 +90,29 @@ func (c *cache) key(req *Request, rev string) (k cacheKey, ok bool) {
 		}
 		ctxJSON = b
 	}
-	putLen(n[16:], len(ctxJSON))
-	h.Write(n[:])
-	h.Write([]byte(req.IDToken))
-	h.Write([]byte(rev))
-	h.Write(ctxJSON)
+	bp := keyBufs.Get().(*[]byte)
+	// Lengths first, so that no two different requests concatenate alike.
+	b := appendLen((*bp)[:0], len(req.IDToken))
+	b = appendLen(b, len(rev))
+	b = appendLen(b, len(ctxJSON))
+	b = append(b, req.IDToken...)
+	b = append(b, rev...)
+	b = append(b, ctxJSON...)
 	if req.Explain {
-		h.Write([]byte{1})
+		b = append(b, 1)
 	} else {
-		h.Write([]byte{0})
+		b = append(b, 0)
 	}
-	h.Sum(k[:0])
+	k = sha256.Sum256(b)
+	if cap(b) <= 64<<10 {
+		*bp = b[:0]
+		keyBufs.Put(bp)
+	}
 	return k, true
 }
 
-func putLen(b []byte, n int) {
-	for i := range 8 {
-		b[i] = byte(uint64(n) >> (8 * i))
-	}
+func appendLen(b []byte, n int) []byte {
+	return binary.LittleEndian.AppendUint64(b, uint64(n))
 }
 
 func (c *cache) shard(k cacheKey) *cacheShard { return &c.shards[k[0]%cacheShards] }

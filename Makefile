@@ -31,22 +31,25 @@ gen: $(BUF) ## regenerate gen/ from proto/ with the local plugins
 	rm -rf gen/authz gen/openapi/*.json
 	$(BUF) format -w
 	$(BUF) generate
+	cd deploy && $(GO) run ./policysync
 
 .PHONY: check-gen
 check-gen: gen ## fail when gen/ differs from what `make gen` writes
 	@git add -N gen >/dev/null 2>&1 || true
-	@if ! git diff --quiet -- gen proto; then \
-		echo "gen/ or proto/ is out of date; run 'make gen' and commit:"; \
-		git diff --stat -- gen proto; exit 1; fi
-	@echo "gen/ is in sync with proto/"
+	@git add -N deploy/kubernetes >/dev/null 2>&1 || true
+	@if ! git diff --quiet -- gen proto deploy/kubernetes; then \
+		echo "generated files are out of date; run 'make gen' and commit:"; \
+		git diff --stat -- gen proto deploy/kubernetes; exit 1; fi
+	@echo "gen/ and the policies ConfigMap are in sync with their sources"
 
 .PHONY: lint
 lint: $(BUF) $(OPA) ## buf lint and format, gofmt, go vet, opa fmt and opa check --strict
 	$(BUF) lint
 	$(BUF) format --diff --exit-code
-	@out=$$(gofmt -l cmd internal policies gen bench 2>/dev/null); \
+	@out=$$(gofmt -l cmd internal policies gen bench deploy tools 2>/dev/null); \
 		if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	cd deploy && $(GO) vet ./...
 	@out=$$($(OPA) fmt -l policies); \
 		if [ -n "$$out" ]; then echo "opa fmt needed:"; echo "$$out"; exit 1; fi
 	$(OPA) check --strict policies
@@ -70,7 +73,7 @@ test-policy: $(OPA) ## opa test over policies/ with at least 90% coverage
 	bash scripts/opa-coverage.sh $(OPA) policies 90
 
 .PHONY: test-deploy
-test-deploy: ## Kubernetes manifest validation and image build checks
+test-deploy: image ## Kubernetes manifest validation, image build and its check
 	cd deploy && $(GO) test -count=1 ./...
 
 .PHONY: test-superset
@@ -97,8 +100,12 @@ bench: build ## side-by-side benchmark against OPA's server (see BENCHMARKS.md)
 	bash bench/run.sh
 
 .PHONY: image
-image: build ## build the OCI image tarball bin/authzd-image.tar without Docker
-	cd deploy && $(GO) run ./image --binary ../bin/authzd --policies ../policies --out ../bin/authzd-image.tar
+image: build ## build the OCI image archive bin/authzd-image.tar without Docker, and check it
+	cd deploy && SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct 2>/dev/null || echo 0) \
+		$(GO) run ./image build -binary ../bin/authzd -policies ../policies \
+		-output ../bin/authzd-image.tar -tag authzd:$(VERSION) -version $(VERSION) \
+		-revision $$(git rev-parse HEAD 2>/dev/null || echo unknown)
+	cd deploy && $(GO) run ./image check ../bin/authzd-image.tar
 
 .PHONY: clean
 clean: ## remove build output (keeps .tools)

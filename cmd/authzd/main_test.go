@@ -62,19 +62,19 @@ type devServer struct {
 	cmd      *exec.Cmd
 	httpAddr string
 	grpcAddr string
-	stderr   *bytes.Buffer
-	stdout   *bytes.Buffer
+	stderr   *syncBuf
+	stdout   *syncBuf
 	done     chan error
 }
 
 func startDev(t *testing.T, extra ...string) *devServer {
 	t.Helper()
 	d := &devServer{httpAddr: freeAddr(t), grpcAddr: freeAddr(t),
-		stderr: &bytes.Buffer{}, stdout: &bytes.Buffer{}, done: make(chan error, 1)}
+		stderr: &syncBuf{}, stdout: &syncBuf{}, done: make(chan error, 1)}
 	args := append([]string{"serve", "--dev", "--http-addr", d.httpAddr, "--grpc-addr", d.grpcAddr}, extra...)
 	d.cmd = exec.Command(binary, args...)
 	d.cmd.Dir = t.TempDir() // no ./policies here: the embedded copy serves
-	d.cmd.Stderr, d.cmd.Stdout = &lockedWriter{w: d.stderr}, &lockedWriter{w: d.stdout}
+	d.cmd.Stderr, d.cmd.Stdout = d.stderr, d.stdout
 	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -98,15 +98,22 @@ func startDev(t *testing.T, extra ...string) *devServer {
 	return nil
 }
 
-type lockedWriter struct {
-	mu sync.Mutex
-	w  io.Writer
+// syncBuf collects a process's output while the test reads it.
+type syncBuf struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
 }
 
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
+func (b *syncBuf) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuf) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 func runCLI(t *testing.T, args ...string) (string, string, int) {

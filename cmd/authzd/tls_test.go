@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -120,10 +119,9 @@ tls:
 		filepath.Join(dir, "server.pem"), filepath.Join(dir, "server-key.pem"), filepath.Join(dir, "ca.pem"))
 	cfgFile := write("authzd.yaml", []byte(cfg))
 
-	var stderr bytes.Buffer
+	stderr := &syncBuf{}
 	cmd := exec.Command(binary, "serve", "--config", cfgFile)
-	cmd.Stderr = &lockedWriter{w: &stderr}
-	cmd.Stdout = &lockedWriter{w: &bytes.Buffer{}}
+	cmd.Stderr, cmd.Stdout = stderr, &syncBuf{}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

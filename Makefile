@@ -33,6 +33,10 @@ gen: $(BUF) ## regenerate gen/ from proto/ with the local plugins
 	$(BUF) generate
 	cd deploy && $(GO) run ./policysync
 
+.PHONY: api-baseline
+api-baseline: $(BUF) ## record the current API as the baseline that buf breaking compares with
+	$(BUF) build proto -o api/authz-v1.binpb
+
 .PHONY: check-gen
 check-gen: gen ## fail when gen/ differs from what `make gen` writes
 	@git add -N gen >/dev/null 2>&1 || true
@@ -46,6 +50,7 @@ check-gen: gen ## fail when gen/ differs from what `make gen` writes
 lint: $(BUF) $(OPA) ## buf lint and format, gofmt, go vet, opa fmt and opa check --strict
 	$(BUF) lint
 	$(BUF) format --diff --exit-code
+	$(BUF) breaking proto --against api/authz-v1.binpb
 	@out=$$(gofmt -l cmd internal policies gen bench deploy tools 2>/dev/null); \
 		if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...

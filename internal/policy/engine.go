@@ -23,13 +23,19 @@ type Options struct {
 	// Package is the dotted package whose rules make the decision. Default
 	// "superset.authz".
 	Package string
-	// Dir is the policy directory. Either Dir or FS must be set; Dir wins.
+	// Dir is the policy directory. One of Bundle, Dir and FS must be set;
+	// Bundle wins, then Dir.
 	Dir string
+	// Bundle, when set, fetches the policy as an OPA bundle from a server,
+	// when Watch runs. New then returns an engine with no revision, which
+	// Loaded and Ready report, and whose Evaluate fails with ErrNotLoaded
+	// until the first bundle is activated.
+	Bundle *BundleConf
 	// FS is a policy tree, such as the copy embedded in the binary. It is
 	// read once and never watched.
 	FS fs.FS
 	// Source labels the policy in Info and in file names of errors; default
-	// Dir, or "embedded" for FS.
+	// the bundle URL without its query, Dir, or "embedded" for FS.
 	Source string
 	// Logger receives reload and evaluation errors. Default: discard.
 	Logger *slog.Logger
@@ -63,21 +69,32 @@ type Engine struct {
 	// refused is the content hash of the last refused change, so that the
 	// poll does not log the same refusal every second.
 	refused string
+	// bundle is set when the policy comes from a bundle server.
+	bundle *bundleSource
 }
 
 // New loads, compiles and smoke-tests the policy, and returns an engine
 // serving it. It fails when the policy does not compile, does not define
-// the package or its allow rule, or fails the smoke evaluation.
+// the package or its allow rule, or fails the smoke evaluation. With a
+// Bundle, New only checks the configuration and reads the signing key; the
+// bundle is fetched and activated by Watch.
 func New(opts Options) (*Engine, error) {
 	if opts.Package == "" {
 		opts.Package = DefaultPackage
 	}
-	if opts.Dir == "" && opts.FS == nil {
-		return nil, errors.New("new policy engine: neither a directory nor a file system given")
+	if opts.Bundle == nil && opts.Dir == "" && opts.FS == nil {
+		return nil, errors.New("new policy engine: neither a directory nor a file system nor a bundle given")
+	}
+	if opts.Bundle != nil {
+		opts.Dir, opts.FS = "", nil
 	}
 	if opts.Source == "" {
-		opts.Source = opts.Dir
-		if opts.Dir == "" {
+		switch {
+		case opts.Bundle != nil:
+			opts.Source = redactURL(opts.Bundle.URL)
+		case opts.Dir != "":
+			opts.Source = opts.Dir
+		default:
 			opts.Source = "embedded"
 		}
 	}
@@ -103,6 +120,12 @@ func New(opts Options) (*Engine, error) {
 			return nil, fmt.Errorf("new policy engine: %w", err)
 		}
 	}
+	if opts.Bundle != nil {
+		if e.bundle, err = e.newBundleSource(*opts.Bundle); err != nil {
+			return nil, fmt.Errorf("new policy engine: %w", err)
+		}
+		return e, nil
+	}
 	snap, err := e.read()
 	if err != nil {
 		return nil, fmt.Errorf("new policy engine: %w", err)
@@ -125,7 +148,22 @@ func (e *Engine) fsys() fs.FS {
 }
 
 func (e *Engine) read() (*snapshot, error) {
+	if e.bundle != nil {
+		// e.mu is held.
+		if e.bundle.last == nil {
+			return nil, ErrNotLoaded
+		}
+		return e.bundle.last, nil
+	}
 	return readSnapshot(e.fsys())
+}
+
+// revisionID is the serving revision, or "" before the first bundle.
+func (e *Engine) revisionID() string {
+	if rev := e.current.Load(); rev != nil {
+		return rev.id
+	}
+	return ""
 }
 
 // build compiles a snapshot and runs the smoke evaluation.
@@ -159,8 +197,18 @@ func (e *Engine) swap(rev *revision) {
 // the smoke evaluation. Otherwise it returns the error, which it has also
 // logged at ERROR and recorded in Info, and the serving revision stays.
 // Reload is what SIGHUP calls; it recompiles even when the content did not
-// change.
+// change. For a bundle it recompiles the serving bundle; new bundles come
+// from polling.
 func (e *Engine) Reload() error {
+	if e.bundle != nil {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		snap, err := e.read()
+		if err != nil {
+			return fmt.Errorf("reload policy from %q: %w", e.opts.Source, err)
+		}
+		return e.apply(snap, true)
+	}
 	return e.reload(true)
 }
 
@@ -177,18 +225,32 @@ func (e *Engine) reload(force bool) error {
 		}
 		return e.refuse("", err)
 	}
-	if !force && (snap.hash == e.current.Load().id || snap.hash == e.refused) {
+	return e.apply(snap, force)
+}
+
+// apply builds snap and serves it, unless it is the serving revision or
+// the last refused one and force is not set; e.mu is held.
+func (e *Engine) apply(snap *snapshot, force bool) error {
+	if !force && (snap.hash == e.revisionID() || snap.hash == e.refused) {
 		return nil
 	}
 	rev, err := e.build(snap)
 	if err != nil {
 		return e.refuse(snap.hash, err)
 	}
-	old := e.current.Load().id
+	rev.bundleRevision = snap.bundleRevision
+	old := e.revisionID()
 	e.swap(rev)
 	e.refused = ""
+	if e.bundle != nil {
+		e.bundle.last = snap
+	}
 	e.metrics.reloaded("success")
-	e.log.Info("policy reloaded", "source", e.opts.Source, "revision", rev.id, "previous_revision", old)
+	attrs := []any{"source", e.opts.Source, "revision", rev.id, "previous_revision", old}
+	if snap.bundleRevision != "" {
+		attrs = append(attrs, "bundle_revision", snap.bundleRevision)
+	}
+	e.log.Info("policy reloaded", attrs...)
 	return nil
 }
 
@@ -199,7 +261,7 @@ func (e *Engine) refuse(hash string, err error) error {
 	e.lastErrorAt = time.Now().UTC()
 	e.metrics.reloaded("failure")
 	e.log.Error("policy change refused; the last good revision keeps serving",
-		"source", e.opts.Source, "revision", e.current.Load().id, "refused_revision", hash, "error", err)
+		"source", e.opts.Source, "revision", e.revisionID(), "refused_revision", hash, "error", err)
 	return fmt.Errorf("reload policy from %q: %w", e.opts.Source, err)
 }
 
@@ -208,20 +270,24 @@ func (e *Engine) Info() Info {
 	rev := e.current.Load()
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return Info{
-		Revision:    rev.id,
-		LoadedAt:    rev.loadedAt,
+	info := Info{
 		Source:      e.opts.Source,
-		Packages:    append([]string(nil), rev.packages...),
-		Files:       append([]string(nil), rev.files...),
 		LastError:   e.lastError,
 		LastErrorAt: e.lastErrorAt,
 	}
+	if rev != nil {
+		info.Revision = rev.id
+		info.BundleRevision = rev.bundleRevision
+		info.LoadedAt = rev.loadedAt
+		info.Packages = append([]string(nil), rev.packages...)
+		info.Files = append([]string(nil), rev.files...)
+	}
+	return info
 }
 
-// Revision returns the serving policy revision.
+// Revision returns the serving policy revision, or "" while none is loaded.
 func (e *Engine) Revision() string {
-	return e.current.Load().id
+	return e.revisionID()
 }
 
 // Evaluate decides for one input with the serving revision. Matches are
@@ -233,6 +299,9 @@ func (e *Engine) Evaluate(ctx context.Context, in Input, explain bool) (*Result,
 	ctx, cancel := context.WithTimeout(ctx, e.opts.EvalTimeout)
 	defer cancel()
 	rev := e.current.Load()
+	if rev == nil {
+		return nil, ErrNotLoaded
+	}
 	start := time.Now()
 	res, err := e.eval(ctx, rev, in, explain)
 	e.metrics.observe(time.Since(start), err)
@@ -260,9 +329,14 @@ func (e *Engine) Evaluate(ctx context.Context, in Input, explain bool) (*Result,
 
 // Watch reloads the policy directory when it changes, until ctx is done:
 // file events (debounced) and a poll of the content hash, which catches a
-// Kubernetes ConfigMap's symbolic link swap that file events miss. An
-// engine over an fs.FS is not watched.
+// Kubernetes ConfigMap's symbolic link swap that file events miss. For a
+// bundle, Watch polls the bundle server with the OPA bundle protocol and
+// activates every new bundle. An engine over an fs.FS is not watched.
 func (e *Engine) Watch(ctx context.Context) {
+	if e.bundle != nil {
+		e.runBundle(ctx)
+		return
+	}
 	if e.opts.Dir == "" {
 		e.log.Debug("policy source is not a directory; not watching", "source", e.opts.Source)
 		return

@@ -41,6 +41,8 @@ type snapshot struct {
 	files []sourceFile
 	// hash is "sha256:" and the hex digest of every file's name and content.
 	hash string
+	// bundleRevision is the revision in a downloaded bundle's manifest.
+	bundleRevision string
 }
 
 // isPolicyFile reports whether a file named name (base name) belongs to the
@@ -109,14 +111,18 @@ func readSnapshot(fsys fs.FS) (*snapshot, error) {
 	if err := walk("."); err != nil {
 		return nil, err
 	}
-	slices.SortFunc(files, func(a, b sourceFile) int { return strings.Compare(a.name, b.name) })
+	return newSnapshot(files), nil
+}
 
+// newSnapshot sorts files by name and computes their content hash.
+func newSnapshot(files []sourceFile) *snapshot {
+	slices.SortFunc(files, func(a, b sourceFile) int { return strings.Compare(a.name, b.name) })
 	h := sha256.New()
 	for _, f := range files {
 		fmt.Fprintf(h, "%s\x00%d\x00", f.name, len(f.data))
 		h.Write(f.data)
 	}
-	return &snapshot{files: files, hash: "sha256:" + hex.EncodeToString(h.Sum(nil))}, nil
+	return &snapshot{files: files, hash: "sha256:" + hex.EncodeToString(h.Sum(nil))}
 }
 
 // memLoader is a bundle.DirectoryLoader over the files of a snapshot, so
@@ -151,12 +157,14 @@ func (l *memLoader) WithFollowSymlinks(bool) bundle.DirectoryLoader { return l }
 // revision is one compiled, prepared policy revision. It is immutable once
 // built and shared by concurrent evaluations.
 type revision struct {
-	id       string
-	loadedAt time.Time
-	files    []string
-	packages []string
-	decide   rego.PreparedEvalQuery
-	explain  rego.PreparedEvalQuery
+	id string
+	// bundleRevision is the revision in the bundle's manifest, if any.
+	bundleRevision string
+	loadedAt       time.Time
+	files          []string
+	packages       []string
+	decide         rego.PreparedEvalQuery
+	explain        rego.PreparedEvalQuery
 }
 
 // ruleNames are the rules of the contract, in query order.

@@ -49,11 +49,14 @@ type Result struct {
 type Info struct {
 	Revision string
 	LoadedAt time.Time
-	// Source says where the policy came from: a directory path or
-	// "embedded".
-	Source   string
-	Packages []string
-	Files    []string
+	// Source says where the policy came from: a directory path,
+	// "embedded", or a bundle URL without its query.
+	Source string
+	// BundleRevision is the revision in the serving bundle's manifest
+	// (opa build --revision), empty for a directory or when not set.
+	BundleRevision string
+	Packages       []string
+	Files          []string
 	// LastError is the last refused change, if any.
 	LastError   string
 	LastErrorAt time.Time

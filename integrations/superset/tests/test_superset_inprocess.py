@@ -271,7 +271,6 @@ def test_expired_decision_fails_the_query(superset_app, sm, idp, authzd_running)
     with superset_app.test_request_context("/"):
         signed_in_user(sm, login(sm, idp, person("Sales", sub="exa")))
         session[SESSION_KEY] = dict(session[SESSION_KEY], exp=time.time() - 1)
-        sm.forget_decision(session[SESSION_KEY]["user"])
         with pytest.raises(AuthzdNoDecision, match="expired"):
             sm.get_rls_filters(sales_table(superset_app))
 
@@ -286,7 +285,7 @@ def test_decision_of_another_user_is_not_used(superset_app, sm, idp, authzd_runn
         sm.forget_decision(other.username)
         signed_in_user(sm, login(sm, idp, person("Sales", sub="sven")))
         g.user = other
-        with pytest.raises(AuthzdNoDecision, match="another user"):
+        with pytest.raises(AuthzdNoDecision, match="no authzd decision"):
             sm.get_rls_filters(sales_table(superset_app))
 
 
@@ -300,6 +299,17 @@ def test_query_without_session_uses_stored_decision(superset_app, sm, idp, authz
     with superset_app.test_request_context("/"):
         g.user = user
         assert chart_ids(sales_table(superset_app)) == ids["Finance"]
+
+
+def test_session_holds_a_small_reference(superset_app, sm, idp, authzd_running):
+    from flask import session
+
+    from authzd_superset.manager import SESSION_KEY
+
+    with superset_app.test_request_context("/"):
+        signed_in_user(sm, login(sm, idp, person("x" * 1500, sub="long")))
+        assert set(session[SESSION_KEY]) == {"id", "exp", "provider", "user"}
+        assert len(repr(session[SESSION_KEY])) < 300
 
 
 def test_filters_are_memoized_per_request_and_sortable(superset_app, sm, idp, authzd_running):

@@ -337,8 +337,18 @@ class AuthzdSecurityManager(SupersetSecurityManager):
             "rev": decision.policy_revision,
             "filters": [f.to_list() for f in decision.rls_filters],
         }
-        session[SESSION_KEY] = state
-        self._store_decision(username, state)
+        if not self._store_decision(username, state):
+            self._refuse(
+                Refusal(
+                    "Superset cannot keep the authzd decision",
+                    ("the metadata database's key-value store failed; see Superset's log",),
+                    decision.decision_id,
+                    "STORE_FAILED",
+                )
+            )
+        # The session holds a reference only: filters can be long, and a
+        # session cookie over 4 KB is dropped by browsers.
+        session[SESSION_KEY] = {k: state[k] for k in ("id", "exp", "provider", "user")}
         logger.info(
             "authzd login allowed for %s with roles %s",
             username,
@@ -460,29 +470,60 @@ class AuthzdSecurityManager(SupersetSecurityManager):
             self._authzd_store = store
         return store
 
-    def _store_decision(self, username: str, state: dict) -> None:
+    def _store_decision(self, username: str, state: dict) -> bool:
+        """_store_decision keeps a decision until it expires.
+
+        It is stored under its id, for the session that logged in, and the
+        user's latest decision id is stored under the username, for queries
+        that run without the person's session.
+        """
         ttl = max(1, int(state["exp"] - time.time()) + 1)
         try:
-            self._decision_store().set(f"decision:{username}", state, timeout=ttl)
+            store = self._decision_store()
+            store.set(f"decision:{state['id']}", state, timeout=ttl)
+            store.set(f"user:{username}", {"id": state["id"]}, timeout=ttl)
         except Exception:  # pylint: disable=broad-except
-            # Without the stored copy, queries outside the browser session
-            # (SQL Lab, reports) fail closed; the login itself may proceed.
             logger.exception("cannot store the authzd decision for %s", username)
+            return False
+        return True
 
-    def _stored_decision(self, username: Optional[str]) -> Optional[dict]:
-        if not username:
-            return None
+    def _stored(self, key: str) -> Optional[dict]:
         try:
-            state = self._decision_store().get(f"decision:{username}")
+            value = self._decision_store().get(key)
         except Exception:  # pylint: disable=broad-except
-            logger.exception("cannot read the stored authzd decision for %s", username)
+            logger.exception("cannot read the stored authzd decision %s", key)
             return None
-        return state if isinstance(state, dict) else None
+        return value if isinstance(value, dict) else None
+
+    def _current_decision(self, username: Optional[str]) -> dict:
+        """_current_decision returns the decision that applies, or raises AuthzdNoDecision.
+
+        It is the one the session refers to; without a session of this user
+        (SQL Lab runs queries in a request context of its own, Celery workers
+        have none), the user's latest.
+        """
+        ref = session.get(SESSION_KEY)
+        if isinstance(ref, dict) and ref.get("user") == username and ref.get("id"):
+            problem = self._state_problem(ref, username)
+            if problem is not None:
+                raise AuthzdNoDecision(problem)
+            state = self._stored(f"decision:{ref['id']}")
+        else:
+            latest = self._stored(f"user:{username}") if username else None
+            state = self._stored(f"decision:{latest['id']}") if latest else None
+        problem = self._state_problem(state, username)
+        if problem is not None:
+            raise AuthzdNoDecision(problem)
+        return state
 
     def forget_decision(self, username: str) -> None:
-        """forget_decision drops the stored decision of a user."""
+        """forget_decision drops the stored latest decision of a user."""
         try:
-            self._decision_store().delete(f"decision:{username}")
+            store = self._decision_store()
+            latest = store.get(f"user:{username}")
+            if isinstance(latest, dict):
+                store.delete(f"decision:{latest.get('id')}")
+            store.delete(f"user:{username}")
         except Exception:  # pylint: disable=broad-except
             logger.exception("cannot delete the stored authzd decision for %s", username)
 
@@ -492,9 +533,9 @@ class AuthzdSecurityManager(SupersetSecurityManager):
         """get_rls_filters returns the person's filters for a dataset.
 
         They are the decision's filters whose tables match the dataset, plus
-        any that Superset's own RLS rules add. The decision is the session's;
-        where a query runs without the person's session (SQL Lab, Celery),
-        it is the one stored at the person's latest login. The result is
+        any that Superset's own RLS rules add. The decision is the one the
+        session refers to; where a query runs without the person's session
+        (SQL Lab, Celery), it is the person's latest. The result is
         memoized per request. Without a valid decision it raises
         AuthzdNoDecision, so the query fails instead of running unfiltered.
         Guest (embedded) users keep Superset's own rules.
@@ -518,15 +559,7 @@ class AuthzdSecurityManager(SupersetSecurityManager):
         return list(memo[key])
 
     def _filters_for(self, table: Any, username: Optional[str]) -> list[AuthzdRLSFilter]:
-        state = session.get(SESSION_KEY)
-        if not (isinstance(state, dict) and state.get("user") == username):
-            # SQL Lab runs queries in a request context of its own, with an
-            # empty session (and Celery workers have none): use the decision
-            # stored at the person's latest login.
-            state = self._stored_decision(username) or state
-        problem = self._state_problem(state, username)
-        if problem is not None:
-            raise AuthzdNoDecision(problem)
+        state = self._current_decision(username)
         name = getattr(table, "table_name", None)
         database = getattr(table, "database", None)
         if not name or database is None:

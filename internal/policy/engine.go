@@ -275,6 +275,9 @@ func (e *Engine) Info() Info {
 		LastError:   e.lastError,
 		LastErrorAt: e.lastErrorAt,
 	}
+	if e.bundle != nil {
+		info.BundleError = e.bundle.fetchErr
+	}
 	if rev != nil {
 		info.Revision = rev.id
 		info.BundleRevision = rev.bundleRevision

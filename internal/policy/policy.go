@@ -57,6 +57,10 @@ type Info struct {
 	BundleRevision string
 	Packages       []string
 	Files          []string
+	// BundleError is the last failure to get an answer from the bundle
+	// server (unreachable, an HTTP error status), cleared by the next
+	// answer. It never changes the serving revision.
+	BundleError string
 	// LastError is the last refused change, if any.
 	LastError   string
 	LastErrorAt time.Time

@@ -17,6 +17,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/authzd/authzd/internal/policy"
 	"github.com/authzd/authzd/internal/token"
 )
 
@@ -81,6 +82,15 @@ type Policy struct {
 	Tables map[string]string `yaml:"tables"`
 	// EvalTimeout bounds one policy evaluation. Default 2s.
 	EvalTimeout time.Duration `yaml:"eval_timeout"`
+	// Bundle, when set, fetches the policy as an OPA bundle from a URL,
+	// polled with the OPA bundle protocol, instead of reading Dir, which is
+	// then ignored: url, polling (min_delay_seconds, max_delay_seconds,
+	// long_polling_timeout_seconds), credentials (bearer.token_file and
+	// scheme, or s3_signing), signing (public_key_file, key_id, algorithm,
+	// scope, exclude_files) and ca_cert_file. policy.BundleConf documents
+	// each key. Secrets come from files or the environment, never from this
+	// file.
+	Bundle *policy.BundleConf `yaml:"bundle"`
 }
 
 // Limits bounds what a caller may send.
@@ -272,6 +282,9 @@ func (c *Config) applyDefaults() {
 	if c.Policy.EvalTimeout == 0 {
 		c.Policy.EvalTimeout = DefaultDecisionTimeout
 	}
+	if c.Policy.Bundle != nil {
+		c.Policy.Bundle.SetDefaults()
+	}
 	if c.Limits.MaxBodyBytes == 0 {
 		c.Limits.MaxBodyBytes = DefaultMaxBodyBytes
 	}
@@ -317,6 +330,18 @@ func (c *Config) validate() []string {
 	}
 	if c.Policy.EvalTimeout < 0 {
 		add("policy.eval_timeout: %s is negative", c.Policy.EvalTimeout)
+	}
+	if c.Policy.Bundle != nil {
+		if err := c.Policy.Bundle.Validate(); err != nil {
+			// Validate joins one error per problem, each naming its key.
+			errs := []error{err}
+			if j, ok := err.(interface{ Unwrap() []error }); ok {
+				errs = j.Unwrap()
+			}
+			for _, e := range errs {
+				add("policy.bundle.%v", e)
+			}
+		}
 	}
 	if c.Limits.MaxBodyBytes < 1024 {
 		add("limits.max_body_bytes: %d is below 1024", c.Limits.MaxBodyBytes)

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/authzd/authzd/internal/policy"
 )
 
 func TestLoadFull(t *testing.T) {
@@ -128,5 +130,130 @@ func TestIsLoopback(t *testing.T) {
 		if got := IsLoopback(addr); got != want {
 			t.Errorf("IsLoopback(%q): got %v, want %v", addr, got, want)
 		}
+	}
+}
+
+// bundleIssuers is the issuer list that every bundle configuration below
+// needs to be valid otherwise.
+const bundleIssuers = `
+issuers:
+  - issuer: https://idp.example.com/
+    audiences: [superset]
+`
+
+func TestPolicyBundle(t *testing.T) {
+	c, err := Parse("bundle.yaml", []byte(`
+policy:
+  bundle:
+    url: https://bundles.example.com/authzd/bundle.tar.gz
+    polling: {min_delay_seconds: 5, max_delay_seconds: 15, long_polling_timeout_seconds: 60}
+    credentials:
+      bearer: {token_file: /var/run/secrets/authzd/bundle-token}
+    signing: {public_key_file: /etc/authzd/bundle.pem, scope: write}
+`+bundleIssuers), nil)
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	want := &policy.BundleConf{
+		URL: "https://bundles.example.com/authzd/bundle.tar.gz",
+		Polling: policy.BundlePolling{
+			MinDelaySeconds: 5, MaxDelaySeconds: 15, LongPollingTimeoutSeconds: 60,
+		},
+		Credentials: policy.BundleCredentials{Bearer: &policy.BundleBearer{
+			TokenFile: "/var/run/secrets/authzd/bundle-token", Scheme: "Bearer",
+		}},
+		Signing: &policy.BundleSigning{
+			PublicKeyFile: "/etc/authzd/bundle.pem", KeyID: policy.DefaultBundleSigningKeyID,
+			Algorithm: policy.DefaultBundleSigningAlg, Scope: "write",
+		},
+	}
+	if diff := cmp.Diff(want, c.Policy.Bundle); diff != "" {
+		t.Errorf("policy.bundle (-want +got):\n%s", diff)
+	}
+
+	c, err = Parse("s3.yaml", []byte(`
+policy:
+  bundle:
+    url: https://my-bucket.s3.eu-west-1.amazonaws.com/authzd/bundle.tar.gz
+    credentials:
+      s3_signing: {web_identity_credentials: true, aws_region: eu-west-1}
+`+bundleIssuers), nil)
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	got := c.Policy.Bundle.Polling
+	wantPolling := policy.BundlePolling{
+		MinDelaySeconds: policy.DefaultBundleMinDelaySeconds,
+		MaxDelaySeconds: policy.DefaultBundleMaxDelaySeconds,
+	}
+	if diff := cmp.Diff(wantPolling, got); diff != "" {
+		t.Errorf("policy.bundle.polling defaults (-want +got):\n%s", diff)
+	}
+
+	c, err = Parse("dir.yaml", []byte(bundleIssuers), nil)
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	if c.Policy.Bundle != nil {
+		t.Errorf("policy.bundle without the key: got %+v, want nil", c.Policy.Bundle)
+	}
+}
+
+func TestPolicyBundleRefuses(t *testing.T) {
+	tests := []struct {
+		name string
+		yaml string
+		want []string
+	}{
+		{
+			name: "every problem at once",
+			yaml: `
+policy:
+  bundle:
+    polling: {min_delay_seconds: 30, max_delay_seconds: 10}
+    credentials:
+      bearer: {scheme: Bearer}
+    signing: {algorithm: none}
+`,
+			want: []string{
+				"policy.bundle.url: required",
+				"policy.bundle.polling: min_delay_seconds 30 and max_delay_seconds 10",
+				"policy.bundle.credentials.bearer.token_file: required",
+				"policy.bundle.signing.public_key_file: required",
+				`policy.bundle.signing.algorithm: "none" is not supported`,
+			},
+		},
+		{
+			name: "inline token is not a key",
+			yaml: `
+policy:
+  bundle:
+    url: https://bundles.example.com/b.tar.gz
+    credentials:
+      bearer: {token: s3cret}
+`,
+			want: []string{"field token not found"},
+		},
+		{
+			name: "password in the url",
+			yaml: `
+policy:
+  bundle: {url: "https://user:pw@bundles.example.com/b.tar.gz"}
+`,
+			want: []string{"policy.bundle.url: credentials in the URL are not allowed"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse("bundle.yaml", []byte(tt.yaml+bundleIssuers), nil)
+			if err == nil {
+				t.Fatal("Parse: got nil error, want a refusal")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q\ndoes not mention %q", err, w)
+				}
+			}
+		})
 	}
 }

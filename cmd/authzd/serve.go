@@ -227,12 +227,24 @@ func serveCmd(args []string, stderr, stdout io.Writer) error {
 
 // newEngine loads the configured policy directory; in dev mode it falls
 // back to the copy embedded in the binary when ./policies does not exist.
+// With policy.bundle it returns an engine without a revision, which fetches
+// the bundle once engine.Watch runs; engine.Ready says why it is not ready
+// until then.
 func newEngine(cfg *config.Config, dev bool, log *slog.Logger, reg prometheus.Registerer) (*policy.Engine, error) {
 	opts := policy.Options{
 		Package:     cfg.Policy.Package,
 		Logger:      log,
 		Registerer:  reg,
 		EvalTimeout: cfg.Policy.EvalTimeout,
+	}
+	if cfg.Policy.Bundle != nil {
+		opts.Bundle = cfg.Policy.Bundle
+		e, err := policy.New(opts)
+		if err != nil {
+			return nil, fmt.Errorf("config %q: policy.bundle: %w", cfg.File(), err)
+		}
+		log.Info("loading policies from a bundle; policy.dir is ignored", "url", e.Info().Source)
+		return e, nil
 	}
 	if st, err := os.Stat(cfg.Policy.Dir); err == nil && st.IsDir() {
 		opts.Dir = cfg.Policy.Dir

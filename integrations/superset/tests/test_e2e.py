@@ -259,7 +259,7 @@ def test_role_missing_in_superset_is_named(superset, idp, authzd_running):
 def test_authzd_stopped_refuses_login_and_fails_queries(superset, idp, authzd):
     if not authzd.running:
         authzd.start()
-    ttl = 20
+    ttl = 30
     s = logged_in(superset, idp, "tim", ["Analytics Users"], {"department": "Sales"}, ttl=ttl)
     sales = ids_where(lambda row: row[0] == "Sales")
     assert chart_ids(s, superset) == sales

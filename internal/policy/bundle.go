@@ -210,6 +210,9 @@ var ErrNotLoaded = errors.New("policy not loaded yet")
 // server.
 type bundleSource struct {
 	downloader *download.Downloader
+	// query is the URL's query, which may carry a credential (a signed S3
+	// URL), so that scrub removes it from error messages.
+	query string
 
 	// The fields below are guarded by Engine.mu.
 
@@ -287,7 +290,7 @@ func (e *Engine) newBundleSource(c BundleConf) (*bundleSource, error) {
 		return nil, fmt.Errorf("policy bundle: polling: %w", err)
 	}
 
-	src := &bundleSource{}
+	src := &bundleSource{query: u.RawQuery}
 	d := download.New(dc, client, resource).
 		WithCallback(e.onBundle).
 		WithSizeLimitBytes(maxFileSize).
@@ -317,6 +320,16 @@ func redactURL(raw string) string {
 	return u.String()
 }
 
+// scrub removes the URL's query from an error message, for logs, Info and
+// readiness.
+func (b *bundleSource) scrub(err error) string {
+	msg := err.Error()
+	if b.query != "" {
+		msg = strings.ReplaceAll(msg, "?"+b.query, "")
+	}
+	return msg
+}
+
 // runBundle fetches bundles until ctx is done.
 func (e *Engine) runBundle(ctx context.Context) {
 	e.log.Info("polling the policy bundle", "source", e.opts.Source)
@@ -331,7 +344,7 @@ func (e *Engine) onBundle(_ context.Context, u download.Update) error {
 	case u.Error != nil && unreachable(u.Error):
 		e.mu.Lock()
 		defer e.mu.Unlock()
-		msg := u.Error.Error()
+		msg := e.bundle.scrub(u.Error)
 		if e.bundle.fetchErr == "" {
 			e.log.Warn("policy bundle server unavailable; the serving revision stays",
 				"source", e.opts.Source, "revision", e.revisionID(), "error", msg)
@@ -346,13 +359,14 @@ func (e *Engine) onBundle(_ context.Context, u download.Update) error {
 		e.mu.Lock()
 		defer e.mu.Unlock()
 		e.bundle.fetchErr = ""
-		msg := u.Error.Error()
+		msg := e.bundle.scrub(u.Error)
 		if msg == e.bundle.refusedErr {
 			e.log.Debug("policy bundle still refused", "source", e.opts.Source, "error", msg)
 			return nil
 		}
 		e.bundle.refusedErr = msg
-		_ = e.refuse("", fmt.Errorf("read policy bundle: %w", u.Error))
+		// The message, not the error, so that the query stays out of it.
+		_ = e.refuse("", fmt.Errorf("read policy bundle: %s", msg))
 		return nil
 	case u.Bundle == nil:
 		// Not modified.

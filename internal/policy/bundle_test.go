@@ -408,7 +408,10 @@ func TestBundleServerDown(t *testing.T) {
 	t.Run("after the first bundle", func(t *testing.T) {
 		t.Parallel()
 		srv := newBundleServer(t, roleBundle(t, "a", ""))
-		e, reg, logs := newBundleEngine(t, BundleConf{URL: srv.bundleURL(), Polling: fastPolling}, "test.authz")
+		// A query may carry a credential, such as a presigned URL's.
+		e, reg, logs := newBundleEngine(t, BundleConf{
+			URL: srv.bundleURL() + "?X-Amz-Signature=s3cret", Polling: fastPolling,
+		}, "test.authz")
 		startWatch(t, e)
 		waitFor(t, "first bundle loaded", e.Loaded)
 		rev := e.Revision()
@@ -432,6 +435,12 @@ func TestBundleServerDown(t *testing.T) {
 		}
 		if got := len(logs.records(t, "ERROR")); got != 0 {
 			t.Errorf("ERROR log lines: got %d, want 0", got)
+		}
+		logs.mu.Lock()
+		defer logs.mu.Unlock()
+		if strings.Contains(logs.buf.String(), "s3cret") || strings.Contains(e.Info().BundleError, "s3cret") {
+			t.Errorf("log or Info.BundleError: got the URL's query, want it left out; Info.BundleError %q",
+				e.Info().BundleError)
 		}
 	})
 	t.Run("before the first bundle", func(t *testing.T) {

@@ -24,13 +24,17 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/bundle"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/authzd/authzd/policies"
 )
 
 // opaCLI returns the OPA command line tool: from PATH, or the copy the
 // Makefile installs into .tools/bin. The bundle tests need it to build real
 // bundles, so its absence fails them loudly.
-func opaCLI(t *testing.T) string {
+func opaCLI(t testing.TB) string {
 	t.Helper()
 	if p, err := exec.LookPath("opa"); err == nil {
 		return p
@@ -47,7 +51,7 @@ func opaCLI(t *testing.T) string {
 
 // opaBuild runs opa build over dir with the extra arguments and returns the
 // bundle.
-func opaBuild(t *testing.T, dir string, args ...string) []byte {
+func opaBuild(t testing.TB, dir string, args ...string) []byte {
 	t.Helper()
 	out := filepath.Join(t.TempDir(), "bundle.tar.gz")
 	cmd := exec.Command(opaCLI(t), append([]string{"build", "-b", dir, "-o", out}, args...)...)
@@ -189,7 +193,7 @@ func rsaKeyFiles(t *testing.T) (private, public string) {
 
 // tamper rewrites every .rego file of a bundle so that it grants role,
 // keeping the bundle's signatures as they were.
-func tamper(t *testing.T, b []byte, role string) []byte {
+func tamper(t testing.TB, b []byte, role string) []byte {
 	t.Helper()
 	zr, err := gzip.NewReader(bytes.NewReader(b))
 	if err != nil {
@@ -628,5 +632,72 @@ func TestBundleDataInsidePackage(t *testing.T) {
 	}
 	if err := e.Ready(); err == nil || !strings.Contains(err.Error(), "inside package") {
 		t.Errorf("Ready: got %v, want the refusal", err)
+	}
+}
+
+// readBundle reads a bundle tarball the way the downloader does.
+func readBundle(raw []byte) (*bundle.Bundle, error) {
+	b, err := bundle.NewCustomReader(bundle.NewTarballLoaderWithBaseURL(bytes.NewReader(raw), "bundle")).
+		WithRegoVersion(ast.RegoV1).
+		WithProcessAnnotations(true).
+		WithSizeLimitBytes(maxFileSize).
+		Read()
+	return &b, err
+}
+
+// FuzzBundle feeds arbitrary bytes as a downloaded bundle, unsigned: the
+// engine must activate it or refuse it with an error, never panic, and an
+// activated bundle must evaluate an empty input.
+func FuzzBundle(f *testing.F) {
+	f.Add(opaBuild(f, "../../policies"))
+	f.Add(tamper(f, opaBuild(f, "../../policies"), "x"))
+	f.Add([]byte{0x1f, 0x8b})
+	f.Add([]byte("not a bundle"))
+	e, err := New(Options{FS: policies.FS})
+	if err != nil {
+		f.Fatalf("New: %v", err)
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		b, err := readBundle(raw)
+		if err != nil {
+			return
+		}
+		snap, err := bundleSnapshot(b, e.pkg)
+		if err != nil {
+			return
+		}
+		rev, err := e.build(snap)
+		if err != nil {
+			return
+		}
+		if _, err := e.eval(context.Background(), rev, Input{}, false); err != nil {
+			t.Errorf("evaluate an activated bundle: %v", err)
+		}
+	})
+}
+
+// BenchmarkBundleActivate measures what a replica does with a new bundle
+// of the shipped policy: read the tarball, hash its serving files, compile,
+// prepare and smoke-evaluate.
+func BenchmarkBundleActivate(b *testing.B) {
+	raw := opaBuild(b, "../../policies")
+	e, err := New(Options{FS: policies.FS})
+	if err != nil {
+		b.Fatalf("New: %v", err)
+	}
+	b.ReportAllocs()
+	b.SetBytes(int64(len(raw)))
+	for b.Loop() {
+		bb, err := readBundle(raw)
+		if err != nil {
+			b.Fatal(err)
+		}
+		snap, err := bundleSnapshot(bb, e.pkg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := e.build(snap); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

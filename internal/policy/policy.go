@@ -6,7 +6,10 @@
 // revision is compiled and its query prepared once, then evaluated per
 // decision. The directory is watched and reloaded; a change that does not
 // compile or fails a smoke evaluation is refused and the last good revision
-// keeps serving.
+// keeps serving. Instead of a directory, the policy may come from an OPA
+// bundle server (BundleConf), polled and verified with OPA's own download
+// and bundle packages, with the same checks and the same keep-last-good
+// behaviour.
 package policy
 
 import (

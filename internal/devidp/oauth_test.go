@@ -351,3 +351,40 @@ func TestDiscoveryListsOAuthEndpoints(t *testing.T) {
 		}
 	}
 }
+
+// FuzzAuthorize sends arbitrary query strings to the authorize endpoint: it
+// must never panic, and a redirect must only ever go to a loopback host.
+func FuzzAuthorize(f *testing.F) {
+	for _, seed := range []string{
+		"response_type=code&client_id=superset&redirect_uri=http://127.0.0.1:1/cb&user=a&state=s",
+		"response_type=code&client_id=superset&redirect_uri=http://localhost/cb&user=a&claim=department%3Dx%27%20OR%201%3D1",
+		"response_type=code&client_id=superset&redirect_uri=http://[::1]:8/cb&login_hint=b&ttl=5s&code_challenge=abc",
+		"redirect_uri=https://evil.example.com/&user=a",
+		"response_type=code&client_id=superset&redirect_uri=http://127.0.0.1@evil.example.com/&user=a",
+		"response_type=token&redirect_uri=http://127.0.0.1/&claim=exp=1&user=x",
+		"%zz&&==;",
+	} {
+		f.Add(seed)
+	}
+	p, err := New(Options{BaseURL: "http://127.0.0.1:1"})
+	if err != nil {
+		f.Fatal(err)
+	}
+	h := p.Handler()
+	f.Fuzz(func(t *testing.T, query string) {
+		req := httptest.NewRequest(http.MethodGet, "/dev/authorize", nil)
+		req.URL.RawQuery = query
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != http.StatusFound {
+			return
+		}
+		loc, err := url.Parse(rec.Header().Get("Location"))
+		if err != nil {
+			t.Fatalf("Location %q: %v", rec.Header().Get("Location"), err)
+		}
+		if _, err := loopbackRedirect(loc.String()); err != nil {
+			t.Errorf("redirect to %q: %v", loc, err)
+		}
+	})
+}

@@ -69,7 +69,7 @@ test: deps ## run every test: opa, Go (race), deploy, Superset end to end
 	$(MAKE) test-policy test-go test-deploy test-superset
 
 .PHONY: test-go
-test-go: ## Go tests with -race (fuzz seed corpora included, real databases)
+test-go: $(OPA) ## Go tests with -race (fuzz seed corpora included, real databases)
 	$(GO) test $(GOTEST_FLAGS) ./...
 
 .PHONY: test-policy

@@ -69,11 +69,18 @@ type devServer struct {
 
 func startDev(t *testing.T, extra ...string) *devServer {
 	t.Helper()
+	return startDevEnv(t, nil, extra...)
+}
+
+// startDevEnv is startDev with extra environment variables.
+func startDevEnv(t *testing.T, env []string, extra ...string) *devServer {
+	t.Helper()
 	d := &devServer{httpAddr: freeAddr(t), grpcAddr: freeAddr(t),
 		stderr: &syncBuf{}, stdout: &syncBuf{}, done: make(chan error, 1)}
 	args := append([]string{"serve", "--dev", "--http-addr", d.httpAddr, "--grpc-addr", d.grpcAddr}, extra...)
 	d.cmd = exec.Command(binary, args...)
 	d.cmd.Dir = t.TempDir() // no ./policies here: the embedded copy serves
+	d.cmd.Env = append(os.Environ(), env...)
 	d.cmd.Stderr, d.cmd.Stdout = d.stderr, d.stdout
 	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -433,5 +440,19 @@ func TestPolicyReloadInTheBinary(t *testing.T) {
 	}
 	if !strings.Contains(d.stderr.String(), "SIGHUP") {
 		t.Error("SIGHUP was not acted on")
+	}
+}
+
+func TestDevModeReadsEnvironment(t *testing.T) {
+	d := startDevEnv(t, []string{"AUTHZD_POLICY_DIALECT=sqlite"})
+	server := "http://" + d.httpAddr
+	tok, _, _ := runCLI(t, "token", "--dev", "--server", server, "--sub", "bob",
+		"--groups", "Analytics Users", "--claim", "department=Sales")
+	out, stderr, code := runCLI(t, "check", "--json", "--server", server, "--token", strings.TrimSpace(tok))
+	if code != 0 {
+		t.Fatalf("check: exit %d: %s", code, stderr)
+	}
+	if !strings.Contains(out, `"dialect": "sqlite"`) {
+		t.Errorf("AUTHZD_POLICY_DIALECT=sqlite not applied in dev mode:\n%s", out)
 	}
 }

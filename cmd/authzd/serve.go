@@ -59,6 +59,9 @@ func serveCmd(args []string, stderr, stdout io.Writer) error {
 		return usageError{errors.New("--dev and --config exclude each other")}
 	case *dev:
 		cfg = config.Default()
+		if err := cfg.ApplyEnv(os.Environ()); err != nil {
+			return err
+		}
 	case *cfgFile != "":
 		var err error
 		if cfg, err = config.Load(*cfgFile, os.Environ()); err != nil {
@@ -170,6 +173,9 @@ func serveCmd(args []string, stderr, stdout io.Writer) error {
 		OpenAPI:         openapi.JSON,
 		ShutdownTimeout: cfg.ShutdownTimeout,
 		Ready: func() error {
+			if err := engine.Ready(); err != nil {
+				return err
+			}
 			if !verifier.Ready() {
 				var waiting []string
 				for _, st := range verifier.Status() {

@@ -170,6 +170,16 @@ func Default() *Config {
 	return c
 }
 
+// ApplyEnv applies the AUTHZD_* overrides in env (use os.Environ()) to a
+// configuration built without a file, such as Default's in dev mode.
+func (c *Config) ApplyEnv(env []string) error {
+	if problems := c.applyEnv(env); len(problems) > 0 {
+		return &Error{File: "(environment)", Problems: problems}
+	}
+	c.applyDefaults()
+	return nil
+}
+
 // File is the path the configuration came from.
 func (c *Config) File() string { return c.file }
 

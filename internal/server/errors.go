@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/authzd/authzd/internal/decision"
+	"github.com/authzd/authzd/internal/policy"
 	"github.com/authzd/authzd/internal/token"
 )
 
@@ -23,6 +24,8 @@ const (
 	reasonInternal       = "INTERNAL"
 	reasonCanceled       = "CANCELED"
 	reasonNotFound       = "NOT_FOUND"
+	// reasonPolicyNotLoaded: a bundle-fed engine has no policy yet.
+	reasonPolicyNotLoaded = "POLICY_NOT_LOADED"
 )
 
 // classify is the one table that maps errors of the decision path to gRPC
@@ -40,6 +43,8 @@ func classify(err error) (codes.Code, string, string) {
 		return codes.Unavailable, string(tok.Reason), tok.Message
 	case errors.As(err, &tok):
 		return codes.Unauthenticated, string(tok.Reason), tok.Message
+	case errors.Is(err, policy.ErrNotLoaded):
+		return codes.Unavailable, reasonPolicyNotLoaded, "no policy loaded yet: " + err.Error()
 	case errors.As(err, &ev):
 		return codes.Internal, ev.Reason, ev.Error()
 	case errors.Is(err, context.Canceled):

@@ -29,7 +29,7 @@ def _entry_match(entry: str, database: str, names: frozenset[str]) -> Optional[s
     It returns "specific" for "database:table" entries of the dataset's
     database, "generic" for entries without a database, None otherwise.
     """
-    db, sep, name = entry.partition(":")
+    db, sep, name = entry.rpartition(":")
     if not sep:
         db, name = "", entry
     if name.casefold() not in names:

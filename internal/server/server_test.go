@@ -47,7 +47,7 @@ type stack struct {
 	auditBuf *syncBuffer
 }
 
-func startStack(t *testing.T) *stack {
+func startStack(t testing.TB) *stack {
 	t.Helper()
 	grpcLis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -124,7 +124,7 @@ func startStack(t *testing.T) *stack {
 	return s
 }
 
-func (s *stack) waitReady(t *testing.T) {
+func (s *stack) waitReady(t testing.TB) {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for time.Now().Before(deadline) {
@@ -140,7 +140,7 @@ func (s *stack) waitReady(t *testing.T) {
 	t.Fatal("server not ready within 15s")
 }
 
-func (s *stack) mint(t *testing.T, claims map[string]any) string {
+func (s *stack) mint(t testing.TB, claims map[string]any) string {
 	t.Helper()
 	tok, err := s.idp.Mint(claims)
 	if err != nil {

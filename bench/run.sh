@@ -145,7 +145,7 @@ machine() {
 	echo "- machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(awk '/MemTotal/ {printf "%.1f GiB RAM", $2/1048576}' /proc/meminfo)"
 	echo "- load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 	echo "- $(go version)"
-	echo "- authzd $(bin/authzd version 2>/dev/null | head -1), OPA $("$OPA" version | awk '/^Version/ {print $2}')"
+	echo "- $(bin/authzd version 2>/dev/null | head -1), OPA $("$OPA" version | awk '/^Version/ {print $2}')"
 }
 
 if [ "$SOAK" = 1 ]; then

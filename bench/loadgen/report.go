@@ -55,6 +55,13 @@ type cellKey struct {
 }
 
 func writeReport(w io.Writer, rs []Result) {
+	if slices.ContainsFunc(rs, func(r Result) bool { return len(r.RSSSamplesMiB) == 0 }) {
+		writeTables(w, rs)
+	}
+	writeSoak(w, rs)
+}
+
+func writeTables(w io.Writer, rs []Result) {
 	fmt.Fprintln(w, "| tokens | conc | server | decisions/s | p50 | p99 | CPU s / 1,000 | peak RSS | errors |")
 	fmt.Fprintln(w, "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
 	for _, r := range rs {
@@ -96,6 +103,9 @@ func writeReport(w io.Writer, rs []Result) {
 			ratio(rest.CPUPer1000, opa.CPUPer1000), ratio(grpc.CPUPer1000, opa.CPUPer1000))
 	}
 
+}
+
+func writeSoak(w io.Writer, rs []Result) {
 	for _, r := range rs {
 		if len(r.RSSSamplesMiB) == 0 {
 			continue

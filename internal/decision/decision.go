@@ -16,6 +16,7 @@ import (
 	"github.com/authzd/authzd/internal/policy"
 	"github.com/authzd/authzd/internal/rls"
 	"github.com/authzd/authzd/internal/token"
+	"github.com/authzd/authzd/internal/tracing"
 )
 
 // Verifier checks an ID token and returns who it names.
@@ -198,7 +199,10 @@ func (s *Service) Decide(ctx context.Context, req Request) (*Decision, error) {
 	}
 
 	start := time.Now()
-	id, err := s.opts.Verifier.Verify(ctx, req.IDToken)
+	vctx, span := tracing.StartSpan(ctx, "authzd.verify")
+	id, err := s.opts.Verifier.Verify(vctx, req.IDToken)
+	tracing.RecordError(span, err)
+	span.End()
 	if err != nil {
 		return nil, err
 	}
@@ -218,7 +222,10 @@ func (s *Service) Decide(ctx context.Context, req Request) (*Decision, error) {
 	if in.Context == nil {
 		in.Context = map[string]any{}
 	}
-	res, err := s.opts.Evaluator.Evaluate(ctx, in, req.Explain)
+	ectx, span := tracing.StartSpan(ctx, "authzd.evaluate")
+	res, err := s.opts.Evaluator.Evaluate(ectx, in, req.Explain)
+	tracing.RecordError(span, err)
+	span.End()
 	if err != nil {
 		return nil, &EvaluationError{Reason: ReasonPolicyError, Err: err}
 	}

@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime"
 	"sync"
 	"time"
 
@@ -113,6 +114,12 @@ func New(opts Options) (*Server, error) {
 		// Above the token limit, so that an oversized token gets
 		// INVALID_ARGUMENT naming the limit rather than a transport error.
 		grpc.MaxRecvMsgSize(max(4*opts.MaxBodyBytes, 1<<20)),
+		// Calls run on a fixed pool of goroutines whose stacks have already
+		// grown through the policy evaluator's recursion; a goroutine per
+		// call grows its stack again every time, about 14% of the CPU of a
+		// decision (BENCHMARKS.md). When all workers are busy, gRPC falls
+		// back to a new goroutine, so nothing queues behind the pool.
+		grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))),
 	}
 	if opts.GRPCCreds != nil {
 		gopts = append(gopts, grpc.Creds(opts.GRPCCreds))

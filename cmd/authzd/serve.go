@@ -153,6 +153,8 @@ func serveCmd(args []string, stderr, stdout io.Writer) error {
 		Evaluator:     engine,
 		Renderer:      renderer,
 		MaxTokenBytes: cfg.Limits.MaxTokenBytes,
+		CacheSize:     cacheSize(*cfg.DecisionCache.Size),
+		CacheTTL:      cfg.DecisionCache.TTL,
 	})
 	if err != nil {
 		return err
@@ -301,4 +303,13 @@ func decisionLog(cfg config.DecisionLog, stdout io.Writer) (*audit.Logger, func(
 		}
 		return audit.New(f, opts), func() { f.Close() }, nil
 	}
+}
+
+// cacheSize maps the configuration's size (0 turns the cache off) to the
+// decision package's (negative turns it off).
+func cacheSize(n int) int {
+	if n == 0 {
+		return -1
+	}
+	return n
 }

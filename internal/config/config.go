@@ -23,16 +23,18 @@ import (
 
 // Defaults for the keys that have one.
 const (
-	DefaultGRPCAddr        = "127.0.0.1:9090"
-	DefaultHTTPAddr        = "127.0.0.1:8080"
-	DefaultClockSkew       = 60 * time.Second
-	DefaultShutdownTimeout = 15 * time.Second
-	DefaultPolicyDir       = "policies"
-	DefaultPolicyPackage   = "superset.authz"
-	DefaultDialect         = "postgresql"
-	DefaultMaxBodyBytes    = 64 << 10
-	DefaultMaxTokenBytes   = 16 << 10
-	DefaultDecisionTimeout = 2 * time.Second
+	DefaultGRPCAddr          = "127.0.0.1:9090"
+	DefaultHTTPAddr          = "127.0.0.1:8080"
+	DefaultClockSkew         = 60 * time.Second
+	DefaultShutdownTimeout   = 15 * time.Second
+	DefaultPolicyDir         = "policies"
+	DefaultPolicyPackage     = "superset.authz"
+	DefaultDialect           = "postgresql"
+	DefaultMaxBodyBytes      = 64 << 10
+	DefaultMaxTokenBytes     = 16 << 10
+	DefaultDecisionTimeout   = 2 * time.Second
+	DefaultDecisionCacheSize = 10000
+	DefaultDecisionCacheTTL  = time.Minute
 )
 
 // Config is the whole configuration of the service. The README documents
@@ -59,6 +61,8 @@ type Config struct {
 	DecisionLog DecisionLog `yaml:"decision_log"`
 	// TLS configures transport security of both listeners.
 	TLS TLS `yaml:"tls"`
+	// DecisionCache bounds the cache of whole decisions.
+	DecisionCache DecisionCache `yaml:"decision_cache"`
 
 	// file is the path the configuration was read from, for messages.
 	file string
@@ -112,6 +116,19 @@ type DecisionLog struct {
 	// MaskClaims lists claims that are logged as "****" when listed in
 	// Claims, for example email.
 	MaskClaims []string `yaml:"mask_claims"`
+}
+
+// DecisionCache configures the cache that answers a repeated request (the
+// same token, context and policy revision) without verifying or evaluating
+// again.
+type DecisionCache struct {
+	// Size is the number of decisions kept; 0 turns the cache off.
+	// Default 10000.
+	Size *int `yaml:"size"`
+	// TTL bounds how long a cached decision answers; never past the
+	// token's exp. Default 1m. A cached decision outlives the removal of
+	// its signing key from the issuer's JWKS for at most this long.
+	TTL time.Duration `yaml:"ttl"`
 }
 
 // TLS configures transport security. Certificates are re-read when they
@@ -301,6 +318,13 @@ func (c *Config) applyDefaults() {
 	if c.Limits.MaxTokenBytes == 0 {
 		c.Limits.MaxTokenBytes = DefaultMaxTokenBytes
 	}
+	if c.DecisionCache.Size == nil {
+		size := DefaultDecisionCacheSize
+		c.DecisionCache.Size = &size
+	}
+	if c.DecisionCache.TTL == 0 {
+		c.DecisionCache.TTL = DefaultDecisionCacheTTL
+	}
 	if c.DecisionLog.Output == "" {
 		c.DecisionLog.Output = "stdout"
 	}
@@ -352,6 +376,12 @@ func (c *Config) validate() []string {
 				add("policy.bundle.%v", e)
 			}
 		}
+	}
+	if c.DecisionCache.Size != nil && (*c.DecisionCache.Size < 0 || *c.DecisionCache.Size > 10_000_000) {
+		add("decision_cache.size: %d is outside 0..10000000", *c.DecisionCache.Size)
+	}
+	if c.DecisionCache.TTL < 0 || c.DecisionCache.TTL > time.Hour {
+		add("decision_cache.ttl: %s is outside 0s..1h", c.DecisionCache.TTL)
 	}
 	if c.Limits.MaxBodyBytes < 1024 {
 		add("limits.max_body_bytes: %d is below 1024", c.Limits.MaxBodyBytes)

@@ -30,6 +30,10 @@ func TestLoadFull(t *testing.T) {
 	if got, want := c.Policy.Dialect, "mysql"; got != want {
 		t.Errorf("policy.dialect: got %q, want %q", got, want)
 	}
+	if c.DecisionCache.Size == nil || *c.DecisionCache.Size != 0 || c.DecisionCache.TTL != 30*time.Second {
+		t.Errorf("decision_cache: got %v, %s; want size 0 (off) and ttl 30s",
+			c.DecisionCache.Size, c.DecisionCache.TTL)
+	}
 	// Defaults fill what the file leaves out.
 	if got, want := c.Limits.MaxTokenBytes, DefaultMaxTokenBytes; got != want {
 		t.Errorf("limits.max_token_bytes: got %d, want default %d", got, want)
@@ -97,6 +101,13 @@ func TestLoadRefuses(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestDecisionCacheDefaults(t *testing.T) {
+	c := Default()
+	if c.DecisionCache.Size == nil || *c.DecisionCache.Size != DefaultDecisionCacheSize {
+		t.Errorf("decision_cache.size: got %v, want %d", c.DecisionCache.Size, DefaultDecisionCacheSize)
 	}
 }
 

@@ -13,7 +13,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 
@@ -45,7 +44,7 @@ var marshaler = &runtime.JSONPb{
 	UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
 }
 
-func (s *Server) httpHandler(ctx context.Context, conn *grpc.ClientConn) (http.Handler, error) {
+func (s *Server) httpHandler(ctx context.Context) (http.Handler, error) {
 	gw := runtime.NewServeMux(
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, marshaler),
 		runtime.WithErrorHandler(s.gatewayError),
@@ -53,11 +52,8 @@ func (s *Server) httpHandler(ctx context.Context, conn *grpc.ClientConn) (http.H
 		// The middleware has already set x-decision-id on the response.
 		runtime.WithOutgoingHeaderMatcher(func(string) (string, bool) { return "", false }),
 		runtime.WithIncomingHeaderMatcher(func(string) (string, bool) { return "", false }),
-		runtime.WithMetadata(func(ctx context.Context, _ *http.Request) metadata.MD {
-			return metadata.Pairs(gatewayIDKey, httpCallFrom(ctx).decisionID)
-		}),
 	)
-	if err := authzv1.RegisterDecisionServiceHandler(ctx, gw, conn); err != nil {
+	if err := authzv1.RegisterDecisionServiceHandlerServer(ctx, gw, &gatewayService{s: s}); err != nil {
 		return nil, fmt.Errorf("server: register gateway: %w", err)
 	}
 
@@ -103,6 +99,39 @@ func (s *Server) apiMiddleware(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// gatewayService is the service as the REST gateway calls it: in-process,
+// each call through the interceptor that gRPC calls pass through. (The
+// gateway's own in-process registration skips gRPC interceptors; this
+// wrapper is why REST and gRPC behave the same.)
+type gatewayService struct {
+	authzv1.UnimplementedDecisionServiceServer
+	s *Server
+}
+
+var getPolicyMethod = "/" + authzv1.DecisionService_ServiceDesc.ServiceName + "/GetPolicy"
+
+func (g *gatewayService) Decide(ctx context.Context, req *authzv1.DecideRequest) (*authzv1.DecideResponse, error) {
+	resp, err := g.s.unaryInterceptor(ctx, req, &grpc.UnaryServerInfo{FullMethod: decideMethod},
+		func(ctx context.Context, req any) (any, error) {
+			return g.s.svc.Decide(ctx, req.(*authzv1.DecideRequest))
+		})
+	if err != nil {
+		return nil, err
+	}
+	return resp.(*authzv1.DecideResponse), nil
+}
+
+func (g *gatewayService) GetPolicy(ctx context.Context, req *authzv1.GetPolicyRequest) (*authzv1.GetPolicyResponse, error) {
+	resp, err := g.s.unaryInterceptor(ctx, req, &grpc.UnaryServerInfo{FullMethod: getPolicyMethod},
+		func(ctx context.Context, req any) (any, error) {
+			return g.s.svc.GetPolicy(ctx, req.(*authzv1.GetPolicyRequest))
+		})
+	if err != nil {
+		return nil, err
+	}
+	return resp.(*authzv1.GetPolicyResponse), nil
 }
 
 // limitedBody fails a read past the limit and records that it did, so that

@@ -12,7 +12,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
 	authzv1 "github.com/authzd/authzd/gen/authz/v1"
@@ -22,10 +21,6 @@ import (
 
 // decisionIDHeader carries the decision id to the caller, on both paths.
 const decisionIDHeader = "x-decision-id"
-
-// gatewayIDKey carries the decision id that the REST gateway assigned to
-// the in-process gRPC call. It is honoured only on the in-process listener.
-const gatewayIDKey = "x-authzd-gateway-decision-id"
 
 // call is what the interceptor learns about one RPC while it runs.
 type call struct {
@@ -92,17 +87,12 @@ func (s *Server) unaryInterceptor(ctx context.Context, req any, info *grpc.Unary
 	return resp, err
 }
 
-// incomingDecisionID returns the id the REST gateway assigned when the call
-// comes over the in-process connection, else a new UUID.
+// incomingDecisionID returns the id the REST middleware assigned when the
+// call comes through the gateway (a Go context value, which no remote
+// caller can set), else a new UUID.
 func (s *Server) incomingDecisionID(ctx context.Context) string {
-	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil && p.Addr.Network() == "bufconn" {
-		if md, ok := metadata.FromIncomingContext(ctx); ok {
-			if v := md.Get(gatewayIDKey); len(v) == 1 {
-				if _, err := uuid.Parse(v[0]); err == nil {
-					return v[0]
-				}
-			}
-		}
+	if c, ok := ctx.Value(httpCallKey{}).(*httpCall); ok && c.decisionID != "" {
+		return c.decisionID
 	}
 	return uuid.NewString()
 }

@@ -1,10 +1,10 @@
 // Package server exposes decisions over gRPC and, through grpc-gateway, over
 // REST, together with health, readiness, metrics and the OpenAPI document.
 //
-// The REST gateway reaches the gRPC service through an in-process
-// connection to the same grpc.Server, so both paths pass through the same
-// interceptors: decision id, panic recovery, error mapping, metrics and the
-// decision log. This package alone knows gRPC status codes.
+// The REST gateway calls the service in-process, through the very
+// interceptor that wraps every gRPC call, so both paths share the decision
+// id, panic recovery, error mapping, metrics and the decision log, without
+// paying for a second gRPC hop. This package alone knows gRPC status codes.
 package server
 
 import (
@@ -23,12 +23,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
-	"google.golang.org/grpc/test/bufconn"
 
 	authzv1 "github.com/authzd/authzd/gen/authz/v1"
 	"github.com/authzd/authzd/internal/audit"
@@ -74,8 +72,10 @@ type Server struct {
 	grpc    *grpc.Server
 	health  *health.Server
 	metrics *metrics
-	inproc  *bufconn.Listener
-	http    *http.Server
+	// svc is the service both listeners call; the REST gateway calls it
+	// directly, through the same interceptor as gRPC (see gatewayService).
+	svc  *decisionService
+	http *http.Server
 }
 
 // New builds a Server and registers its services; it does not listen.
@@ -125,10 +125,8 @@ func New(opts Options) (*Server, error) {
 		gopts = append(gopts, grpc.Creds(opts.GRPCCreds))
 	}
 	s.grpc = grpc.NewServer(gopts...)
-	authzv1.RegisterDecisionServiceServer(s.grpc, &decisionService{
-		decider: opts.Decider,
-		policy:  opts.Policy,
-	})
+	s.svc = &decisionService{decider: opts.Decider, policy: opts.Policy}
+	authzv1.RegisterDecisionServiceServer(s.grpc, s.svc)
 	s.health = health.NewServer()
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	s.health.SetServingStatus(authzv1.DecisionService_ServiceDesc.ServiceName,
@@ -141,20 +139,7 @@ func New(opts Options) (*Server, error) {
 // Serve serves gRPC on grpcLis and HTTP on httpLis until ctx ends, then
 // drains in-flight requests within the shutdown timeout and returns nil.
 func (s *Server) Serve(ctx context.Context, grpcLis, httpLis net.Listener) error {
-	s.inproc = bufconn.Listen(1 << 20)
-	conn, err := grpc.NewClient("passthrough:///authzd-inproc",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
-			return s.inproc.DialContext(ctx)
-		}),
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		tracing.GRPCClientOption(),
-	)
-	if err != nil {
-		return fmt.Errorf("server: in-process gateway connection: %w", err)
-	}
-	defer conn.Close()
-
-	handler, err := s.httpHandler(ctx, conn)
+	handler, err := s.httpHandler(ctx)
 	if err != nil {
 		return err
 	}
@@ -179,7 +164,6 @@ func (s *Server) Serve(ctx context.Context, grpcLis, httpLis net.Listener) error
 		}()
 	}
 	serve("grpc", func() error { return s.grpc.Serve(grpcLis) })
-	serve("grpc in-process", func() error { return s.grpc.Serve(s.inproc) })
 	serve("http", func() error {
 		if s.opts.HTTPTLS != nil {
 			return s.http.ServeTLS(httpLis, "", "")

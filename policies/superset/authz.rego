@@ -105,9 +105,9 @@ _group_prefix := p if {
 	is_string(p)
 }
 
-_as_array(x) := x if is_array(x)
-
-_as_array(x) := [x] if not is_array(x)
+_as_array(x) := x if {
+	is_array(x)
+} else := [x]
 
 _case_insensitive if mappings.options.case_insensitive_groups == true
 
@@ -133,15 +133,14 @@ _grants contains {"role": role, "reason": reason} if {
 
 _grants contains {"role": role, "reason": reason} if {
 	some hit in _claim_hits
-	some role in mappings.claims[hit.mapping].roles[_key(hit.value)]
-	reason := sprintf("claim %s '%s' grants role %s", [hit.claim, _key(hit.value), role])
+	key := _key(hit.value)
+	some role in mappings.claims[hit.mapping].roles[key]
+	reason := sprintf("claim %s '%s' grants role %s", [hit.claim, key, role])
 }
 
-_group_reason(key, group, role) := sprintf("group '%s' grants role %s", [group, role]) if key == group
-
-_group_reason(key, group, role) := sprintf("group '%s' (matched '%s' ignoring case) grants role %s", [group, key, role]) if {
-	key != group
-}
+_group_reason(key, group, role) := sprintf("group '%s' grants role %s", [group, role]) if {
+	key == group
+} else := sprintf("group '%s' (matched '%s' ignoring case) grants role %s", [group, key, role])
 
 # One hit per claim value of a claim mapping: claims may hold a string, a
 # number, a boolean, or an array of them; empty strings count as absent.
@@ -153,26 +152,23 @@ _claim_hits contains {"mapping": name, "claim": claim, "value": value} if {
 }
 
 _scalar(v) if {
-	is_string(v)
+	type_name(v) in {"string", "number", "boolean"}
 	v != ""
 }
 
-_scalar(v) if is_number(v)
-
-_scalar(v) if is_boolean(v)
-
 # Role tables are keyed by strings; numbers and booleans match their JSON
 # text ("1000", "true").
-_key(v) := v if is_string(v)
-
-_key(v) := json.marshal(v) if not is_string(v)
+_key(v) := v if {
+	is_string(v)
+} else := json.marshal(v)
 
 _claim_filters contains f if {
 	some name, mapping in mappings.claims
 	rls := mapping.rls
 	values := {hit.value | some hit in _claim_hits; hit.mapping == name}
 	count(values) > 0
-	f := _filter(name, rls, _one_kind(values))
+	kinds := {type_name(v) | some v in values}
+	f := _filter(name, rls, _one_kind(values, kinds))
 }
 
 # A mapping whose rls says "required": true denies its tables to a person
@@ -180,14 +176,11 @@ _claim_filters contains f if {
 _claim_filters contains f if {
 	some name, mapping in mappings.claims
 	mapping.rls.required == true
-	not _has_claim(name)
+	not _hit_mappings[name]
 	f := _filter(name, mapping.rls, set())
 }
 
-_has_claim(name) if {
-	some hit in _claim_hits
-	hit.mapping == name
-}
+_hit_mappings contains hit.mapping if some hit in _claim_hits
 
 _filter(name, rls, values) := {
 	"name": name,
@@ -201,14 +194,9 @@ _filter(name, rls, values) := {
 
 # The values of one filter must be of one kind for the SQL renderer: when
 # claims mix kinds (["Sales", 7]), all become strings ("7").
-_one_kind(values) := values if count({type_name(v) | some v in values}) == 1
-
-_one_kind(values) := {_key(v) | some v in values} if count({type_name(v) | some v in values}) > 1
-
-_covered_tables contains table if {
-	some f in _claim_filters
-	some table in f.tables
-}
+_one_kind(values, kinds) := values if {
+	count(kinds) == 1
+} else := {_key(v) | some v in values}
 
 _exempting_roles contains role if {
 	some role in mappings.governed_tables_exempt_roles
@@ -220,8 +208,9 @@ _exempting_roles contains role if {
 # row-level security.
 _governed_filters contains f if {
 	count(_exempting_roles) == 0
+	covered := {t | some f in _claim_filters; some t in f.tables}
 	some table, governed in mappings.governed_tables
-	not table in _covered_tables
+	not table in covered
 	f := {
 		"name": concat("", ["governed:", table]),
 		"tables": [table],

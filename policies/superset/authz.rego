@@ -127,8 +127,16 @@ _matched_groups contains [key, g] if {
 
 _grants contains {"role": role, "reason": reason} if {
 	some [key, group] in _matched_groups
+	key == group
 	some role in mappings.groups[key].roles
-	reason := _group_reason(key, group, role)
+	reason := sprintf("group '%s' grants role %s", [group, role])
+}
+
+_grants contains {"role": role, "reason": reason} if {
+	some [key, group] in _matched_groups
+	key != group
+	some role in mappings.groups[key].roles
+	reason := sprintf("group '%s' (matched '%s' ignoring case) grants role %s", [group, key, role])
 }
 
 _grants contains {"role": role, "reason": reason} if {
@@ -138,22 +146,14 @@ _grants contains {"role": role, "reason": reason} if {
 	reason := sprintf("claim %s '%s' grants role %s", [hit.claim, key, role])
 }
 
-_group_reason(key, group, role) := sprintf("group '%s' grants role %s", [group, role]) if {
-	key == group
-} else := sprintf("group '%s' (matched '%s' ignoring case) grants role %s", [group, key, role])
-
 # One hit per claim value of a claim mapping: claims may hold a string, a
 # number, a boolean, or an array of them; empty strings count as absent.
 _claim_hits contains {"mapping": name, "claim": claim, "value": value} if {
 	some name, mapping in mappings.claims
 	some claim in mapping.claims
 	some value in _as_array(input.claims[claim])
-	_scalar(value)
-}
-
-_scalar(v) if {
-	type_name(v) in {"string", "number", "boolean"}
-	v != ""
+	type_name(value) in {"string", "number", "boolean"}
+	value != ""
 }
 
 # Role tables are keyed by strings; numbers and booleans match their JSON
@@ -165,10 +165,18 @@ _key(v) := v if {
 _claim_filters contains f if {
 	some name, mapping in mappings.claims
 	rls := mapping.rls
-	values := {hit.value | some hit in _claim_hits; hit.mapping == name}
+	values := {v | some claim in mapping.claims; some v in _as_array(input.claims[claim]); type_name(v) in {"string", "number", "boolean"}; v != ""}
 	count(values) > 0
 	kinds := {type_name(v) | some v in values}
-	f := _filter(name, rls, _one_kind(values, kinds))
+	f := {
+		"name": name,
+		"tables": rls.tables,
+		"column": rls.column,
+		"operator": object.get(rls, "operator", "in"),
+		"values": sort(_one_kind(values, kinds)),
+		"group_key": object.get(rls, "group_key", name),
+		"filter_type": object.get(rls, "filter_type", "REGULAR"),
+	}
 }
 
 # A mapping whose rls says "required": true denies its tables to a person
@@ -177,20 +185,19 @@ _claim_filters contains f if {
 	some name, mapping in mappings.claims
 	mapping.rls.required == true
 	not _hit_mappings[name]
-	f := _filter(name, mapping.rls, set())
+	rls := mapping.rls
+	f := {
+		"name": name,
+		"tables": rls.tables,
+		"column": rls.column,
+		"operator": object.get(rls, "operator", "in"),
+		"values": [],
+		"group_key": object.get(rls, "group_key", name),
+		"filter_type": object.get(rls, "filter_type", "REGULAR"),
+	}
 }
 
 _hit_mappings contains hit.mapping if some hit in _claim_hits
-
-_filter(name, rls, values) := {
-	"name": name,
-	"tables": rls.tables,
-	"column": rls.column,
-	"operator": object.get(rls, "operator", "in"),
-	"values": sort(values),
-	"group_key": object.get(rls, "group_key", name),
-	"filter_type": object.get(rls, "filter_type", "REGULAR"),
-}
 
 # The values of one filter must be of one kind for the SQL renderer: when
 # claims mix kinds (["Sales", 7]), all become strings ("7").

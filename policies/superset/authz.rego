@@ -109,17 +109,15 @@ _as_array(x) := x if {
 	is_array(x)
 } else := [x]
 
-_case_insensitive if mappings.options.case_insensitive_groups == true
-
 # [data key, person's group] for each group entry that matched.
 _matched_groups contains [g, g] if {
-	not _case_insensitive
+	not mappings.options.case_insensitive_groups == true
 	some g in _groups
 	mappings.groups[g]
 }
 
 _matched_groups contains [key, g] if {
-	_case_insensitive
+	mappings.options.case_insensitive_groups == true
 	some key, _ in mappings.groups
 	some g in _groups
 	lower(key) == lower(g)

@@ -139,8 +139,9 @@ _grants contains {"role": role, "reason": reason} if {
 
 _grants contains {"role": role, "reason": reason} if {
 	some hit in _claim_hits
+	table := mappings.claims[hit.mapping].roles
 	key := _key(hit.value)
-	some role in mappings.claims[hit.mapping].roles[key]
+	some role in table[key]
 	reason := sprintf("claim %s '%s' grants role %s", [hit.claim, key, role])
 }
 
@@ -165,13 +166,12 @@ _claim_filters contains f if {
 	rls := mapping.rls
 	values := {v | some claim in mapping.claims; some v in _as_array(input.claims[claim]); type_name(v) in {"string", "number", "boolean"}; v != ""}
 	count(values) > 0
-	kinds := {type_name(v) | some v in values}
 	f := {
 		"name": name,
 		"tables": rls.tables,
 		"column": rls.column,
 		"operator": object.get(rls, "operator", "in"),
-		"values": sort(_one_kind(values, kinds)),
+		"values": sort(_one_kind(values)),
 		"group_key": object.get(rls, "group_key", name),
 		"filter_type": object.get(rls, "filter_type", "REGULAR"),
 	}
@@ -199,8 +199,8 @@ _hit_mappings contains hit.mapping if some hit in _claim_hits
 
 # The values of one filter must be of one kind for the SQL renderer: when
 # claims mix kinds (["Sales", 7]), all become strings ("7").
-_one_kind(values, kinds) := values if {
-	count(kinds) == 1
+_one_kind(values) := values if {
+	count({type_name(v) | some v in values}) == 1
 } else := {_key(v) | some v in values}
 
 _exempting_roles contains role if {

@@ -328,3 +328,35 @@ test_required_mapping_denies_without_claim if {
 	gs := authz.rls_filters with input as q with data.superset.mappings as mappings
 	filter_named("department", gs).values == ["Sales"]
 }
+
+test_claim_mapping_without_role_table_only_filters if {
+	p := person([], {"team": 7})
+	not authz.allow with input as p
+	filter_named("team", authz.rls_filters).values == [7] with input as p
+	r := "claim mapping 'team' limits sales to rows where team is one of [7]"
+	r in authz.reasons with input as p
+	{"kind": "claim", "entry": "team", "claim": "team", "value": 7} in authz.matches with input as p
+}
+
+test_case_insensitive_matches_every_key_of_that_name if {
+	groups := object.union(data.superset.mappings.groups, {"data engineers": {"roles": ["Lower"]}})
+	p := person(["DATA ENGINEERS"], {})
+	authz.roles == {"Alpha", "Lower"} with input as p
+		with data.superset.mappings.groups as groups
+		with data.superset.mappings.options.case_insensitive_groups as true
+	authz.reasons == {
+		"group 'DATA ENGINEERS' (matched 'Data Engineers' ignoring case) grants role Alpha",
+		"group 'DATA ENGINEERS' (matched 'data engineers' ignoring case) grants role Lower",
+		"table sales is governed and no filter of this person applies to it: no rows",
+		"table finance.revenue is governed and no filter of this person applies to it: no rows",
+	} with input as p
+		with data.superset.mappings.groups as groups
+		with data.superset.mappings.options.case_insensitive_groups as true
+}
+
+test_mixed_value_kinds_reason_and_roles if {
+	p := person([], {"department": ["Sales", 7, true]})
+	authz.roles == {"Dept Sales"} with input as p
+	r := "claim mapping 'department' limits sales, finance.revenue to rows where department is one of [\"7\", \"Sales\", \"true\"]"
+	r in authz.reasons with input as p
+}

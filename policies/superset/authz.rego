@@ -124,6 +124,14 @@ _matched_groups contains [key, g] if {
 }
 
 _grants contains {"role": role, "reason": reason} if {
+	not mappings.options.case_insensitive_groups == true
+	some group in _groups
+	some role in mappings.groups[group].roles
+	reason := sprintf("group '%s' grants role %s", [group, role])
+}
+
+_grants contains {"role": role, "reason": reason} if {
+	mappings.options.case_insensitive_groups == true
 	some [key, group] in _matched_groups
 	key == group
 	some role in mappings.groups[key].roles
@@ -131,6 +139,7 @@ _grants contains {"role": role, "reason": reason} if {
 }
 
 _grants contains {"role": role, "reason": reason} if {
+	mappings.options.case_insensitive_groups == true
 	some [key, group] in _matched_groups
 	key != group
 	some role in mappings.groups[key].roles

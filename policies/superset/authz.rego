@@ -209,6 +209,8 @@ _hit_mappings contains hit.mapping if some hit in _claim_hits
 # The values of one filter must be of one kind for the SQL renderer: when
 # claims mix kinds (["Sales", 7]), all become strings ("7").
 _one_kind(values) := values if {
+	count(values) == 1
+} else := values if {
 	count({type_name(v) | some v in values}) == 1
 } else := {_key(v) | some v in values}
 

@@ -146,12 +146,19 @@ _grants contains {"role": role, "reason": reason} if {
 	reason := sprintf("group '%s' (matched '%s' ignoring case) grants role %s", [group, key, role])
 }
 
+# Claim grants, filters and hits each walk the mapping's claims themselves
+# (the same test as _claim_hits): a decision then never builds the hit
+# objects, which only the matches of an explanation need.
 _grants contains {"role": role, "reason": reason} if {
-	some hit in _claim_hits
-	table := mappings.claims[hit.mapping].roles
-	key := _key(hit.value)
+	some mapping in mappings.claims
+	table := mapping.roles
+	some claim in mapping.claims
+	some value in _as_array(input.claims[claim])
+	type_name(value) in {"string", "number", "boolean"}
+	value != ""
+	key := _key(value)
 	some role in table[key]
-	reason := sprintf("claim %s '%s' grants role %s", [hit.claim, key, role])
+	reason := sprintf("claim %s '%s' grants role %s", [claim, key, role])
 }
 
 # One hit per claim value of a claim mapping: claims may hold a string, a

@@ -404,6 +404,7 @@ func TestHTTPEndpoints(t *testing.T) {
 		{"readyz", "/readyz", 200, "ready"},
 		{"openapi", "/openapi.json", 200, `"swagger": "2.0"`},
 		{"policy", "/v1/policy", 200, `"revision":"sha256:`},
+		{"policy without a bundle", "/v1/policy", 200, `"bundle_revision":"","bundle_error":""`},
 		{"unknown path", "/v1/nothing", 404, `"code":5`},
 	}
 	for _, tt := range tests {

@@ -58,6 +58,9 @@ func (s *decisionService) GetPolicy(context.Context, *authzv1.GetPolicyRequest) 
 		Source:   info.Source,
 		Packages: nonNil(info.Packages),
 		Files:    nonNil(info.Files),
+
+		BundleRevision: info.BundleRevision,
+		BundleError:    info.BundleError,
 	}
 	if info.LastError != "" {
 		resp.LastRefused = &authzv1.RefusedChange{

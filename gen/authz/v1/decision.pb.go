@@ -534,7 +534,13 @@ type GetPolicyResponse struct {
 	// The files of the revision, relative to its source, sorted.
 	Files []string `protobuf:"bytes,5,rep,name=files,proto3" json:"files,omitempty"`
 	// The last change that was refused, if any; unset otherwise.
-	LastRefused   *RefusedChange `protobuf:"bytes,6,opt,name=last_refused,json=lastRefused,proto3" json:"last_refused,omitempty"`
+	LastRefused *RefusedChange `protobuf:"bytes,6,opt,name=last_refused,json=lastRefused,proto3" json:"last_refused,omitempty"`
+	// With policies from an OPA bundle: the revision in the serving bundle's
+	// manifest, or empty.
+	BundleRevision string `protobuf:"bytes,7,opt,name=bundle_revision,json=bundleRevision,proto3" json:"bundle_revision,omitempty"`
+	// With policies from an OPA bundle: the last failure to get an answer
+	// from the bundle server (the serving policy is kept), or empty.
+	BundleError   string `protobuf:"bytes,8,opt,name=bundle_error,json=bundleError,proto3" json:"bundle_error,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -609,6 +615,20 @@ func (x *GetPolicyResponse) GetLastRefused() *RefusedChange {
 		return x.LastRefused
 	}
 	return nil
+}
+
+func (x *GetPolicyResponse) GetBundleRevision() string {
+	if x != nil {
+		return x.BundleRevision
+	}
+	return ""
+}
+
+func (x *GetPolicyResponse) GetBundleError() string {
+	if x != nil {
+		return x.BundleError
+	}
+	return ""
 }
 
 // RefusedChange is a policy change that did not compile or failed its
@@ -711,14 +731,16 @@ const file_authz_v1_decision_proto_rawDesc = "" +
 	"\amatches\x18\x01 \x03(\v2\x17.google.protobuf.StructR\amatches\x12\x16\n" +
 	"\x06groups\x18\x02 \x03(\tR\x06groups\x12/\n" +
 	"\x06claims\x18\x03 \x01(\v2\x17.google.protobuf.StructR\x06claims\"\x12\n" +
-	"\x10GetPolicyRequest\"\xee\x01\n" +
+	"\x10GetPolicyRequest\"\xba\x02\n" +
 	"\x11GetPolicyResponse\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\tR\brevision\x127\n" +
 	"\tloaded_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\bloadedAt\x12\x16\n" +
 	"\x06source\x18\x03 \x01(\tR\x06source\x12\x1a\n" +
 	"\bpackages\x18\x04 \x03(\tR\bpackages\x12\x14\n" +
 	"\x05files\x18\x05 \x03(\tR\x05files\x12:\n" +
-	"\flast_refused\x18\x06 \x01(\v2\x17.authz.v1.RefusedChangeR\vlastRefused\"`\n" +
+	"\flast_refused\x18\x06 \x01(\v2\x17.authz.v1.RefusedChangeR\vlastRefused\x12'\n" +
+	"\x0fbundle_revision\x18\a \x01(\tR\x0ebundleRevision\x12!\n" +
+	"\fbundle_error\x18\b \x01(\tR\vbundleError\"`\n" +
 	"\rRefusedChange\x12\x14\n" +
 	"\x05error\x18\x01 \x01(\tR\x05error\x129\n" +
 	"\n" +

@@ -18,6 +18,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/authzd/authzd/internal/policy"
+	"github.com/authzd/authzd/internal/rls"
 	"github.com/authzd/authzd/internal/token"
 )
 
@@ -28,8 +29,8 @@ const (
 	DefaultClockSkew         = 60 * time.Second
 	DefaultShutdownTimeout   = 15 * time.Second
 	DefaultPolicyDir         = "policies"
-	DefaultPolicyPackage     = "superset.authz"
-	DefaultDialect           = "postgresql"
+	DefaultPolicyPackage     = policy.DefaultPackage
+	DefaultDialect           = string(rls.DefaultDialect)
 	DefaultMaxBodyBytes      = 64 << 10
 	DefaultMaxTokenBytes     = 16 << 10
 	DefaultDecisionTimeout   = 2 * time.Second
@@ -254,16 +255,6 @@ var envKeys = map[string]func(c *Config, v string) error{
 		c.Limits.MaxTokenBytes, err = strconv.Atoi(v)
 		return err
 	},
-}
-
-// EnvKeys lists the environment variables that override configuration
-// keys, for documentation and help text.
-func EnvKeys() []string {
-	keys := make([]string, 0, len(envKeys))
-	for k := range envKeys {
-		keys = append(keys, k)
-	}
-	return keys
 }
 
 func (c *Config) applyEnv(env []string) []string {

@@ -13,8 +13,6 @@
 package policy
 
 import (
-	"errors"
-	"fmt"
 	"time"
 
 	"github.com/authzd/authzd/internal/rls"
@@ -69,46 +67,5 @@ type Info struct {
 	LastErrorAt time.Time
 }
 
-// Conf is the policy section of the configuration file.
-type Conf struct {
-	// Dir is the policy directory, read with the semantics of an OPA
-	// bundle. Default "policies".
-	Dir string `yaml:"dir"`
-	// Package is the Rego package whose rules make the decision, dotted,
-	// without the "data." prefix. Default "superset.authz".
-	Package string `yaml:"package"`
-	// Dialect is the default SQL dialect for rendered RLS clauses. Default
-	// "postgresql"; package rls validates it.
-	Dialect string `yaml:"dialect"`
-}
-
-// Defaults for Conf.
-const (
-	DefaultDir     = "policies"
-	DefaultPackage = "superset.authz"
-	DefaultDialect = "postgresql"
-)
-
-// SetDefaults fills the empty fields of c with their defaults.
-func (c *Conf) SetDefaults() {
-	if c.Dir == "" {
-		c.Dir = DefaultDir
-	}
-	if c.Package == "" {
-		c.Package = DefaultPackage
-	}
-	if c.Dialect == "" {
-		c.Dialect = DefaultDialect
-	}
-}
-
-// Validate reports every problem of c at once.
-func (c Conf) Validate() error {
-	var errs []error
-	if c.Package != "" {
-		if err := validPackage(c.Package); err != nil {
-			errs = append(errs, fmt.Errorf("policy.package: %w", err))
-		}
-	}
-	return errors.Join(errs...)
-}
+// DefaultPackage is the package that decides when Options.Package is empty.
+const DefaultPackage = "superset.authz"

@@ -169,43 +169,32 @@ func (b *limitedBody) Close() error { return b.rc.Close() }
 func (s *Server) gatewayError(ctx context.Context, _ *runtime.ServeMux, _ runtime.Marshaler,
 	w http.ResponseWriter, r *http.Request, err error) {
 	c := httpCallFrom(r.Context())
-	var st *status.Status
+	st := statusOf(err, c.decisionID)
 	if c.overflow {
 		st = withInfo(codes.InvalidArgument, reasonBodyTooLarge,
 			fmt.Sprintf("request body is over the limit of %d bytes", s.opts.MaxBodyBytes),
 			c.decisionID)
-	} else if gs, ok := status.FromError(err); ok && reasonOf(gs) != "" {
-		st = gs
-	} else {
-		st = statusOf(err, c.decisionID)
 	}
-	if reasonOf(statusOrNil(err)) == "" {
+	// The interceptor gives every error it returns an ErrorInfo; an error
+	// without one was raised by the gateway before the call reached it.
+	if gs, _ := status.FromError(err); reasonOf(gs) == "" {
 		s.recordGatewayError(r, st)
 	}
 	s.writeStatus(w, st)
 }
 
-func statusOrNil(err error) *status.Status {
-	st, _ := status.FromError(err)
-	return st
-}
-
 // recordGatewayError counts and logs a REST call refused before it reached
-// the gRPC service.
+// the service.
 func (s *Server) recordGatewayError(r *http.Request, st *status.Status) {
-	method := "/" + authzv1.DecisionService_ServiceDesc.ServiceName + "/" + restMethod(r)
+	method := getPolicyMethod
+	if r.URL.Path == "/v1/decisions" {
+		method = decideMethod
+	}
 	s.metrics.observe(method, st.Code(), reasonOf(st), nil, 0)
 	if method == decideMethod {
 		c := &call{decisionID: httpCallFrom(r.Context()).decisionID, method: method}
 		s.opts.DecisionLog.Log(r.Context(), auditRecord(c, st.Code().String(), reasonOf(st), 0))
 	}
-}
-
-func restMethod(r *http.Request) string {
-	if r.URL.Path == "/v1/decisions" {
-		return "Decide"
-	}
-	return "GetPolicy"
 }
 
 func (s *Server) routingError(_ context.Context, _ *runtime.ServeMux, _ runtime.Marshaler,

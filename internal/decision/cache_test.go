@@ -3,8 +3,6 @@ package decision
 import (
 	"context"
 	"errors"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -35,16 +33,7 @@ type cacheFixture struct {
 
 func newCacheFixture(t *testing.T) *cacheFixture {
 	t.Helper()
-	var h http.Handler = http.NotFoundHandler()
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h.ServeHTTP(w, r)
-	}))
-	t.Cleanup(srv.Close)
-	idp, err := devidp.New(devidp.Options{BaseURL: srv.URL})
-	if err != nil {
-		t.Fatalf("devidp.New: %v", err)
-	}
-	h = idp.Handler()
+	idp := startDevIdP(t)
 
 	dir := t.TempDir()
 	for _, name := range []string{"superset/authz.rego", "superset/mappings/data.json"} {

@@ -26,16 +26,7 @@ type benchFixture struct {
 
 func newBenchFixture(b *testing.B) *benchFixture {
 	b.Helper()
-	var h http.Handler = http.NotFoundHandler()
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h.ServeHTTP(w, r)
-	}))
-	b.Cleanup(srv.Close)
-	idp, err := devidp.New(devidp.Options{BaseURL: srv.URL})
-	if err != nil {
-		b.Fatalf("devidp.New: %v", err)
-	}
-	h = idp.Handler()
+	idp := startDevIdP(b)
 	raw, err := idp.Mint(map[string]any{
 		"sub": "alice", "email": "alice@example.com",
 		"given_name": "Alice", "family_name": "Smith",
@@ -201,4 +192,21 @@ func BenchmarkDecideCached(b *testing.B) {
 			}
 		})
 	}
+}
+
+// startDevIdP serves a dev identity provider (discovery and JWKS) on a
+// loopback test server for the life of the test.
+func startDevIdP(tb testing.TB) *devidp.Provider {
+	tb.Helper()
+	var h http.Handler = http.NotFoundHandler()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.ServeHTTP(w, r)
+	}))
+	tb.Cleanup(srv.Close)
+	idp, err := devidp.New(devidp.Options{BaseURL: srv.URL})
+	if err != nil {
+		tb.Fatalf("devidp.New: %v", err)
+	}
+	h = idp.Handler()
+	return idp
 }

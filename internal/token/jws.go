@@ -191,12 +191,42 @@ func stringValue(name string, val []byte) (s string, isNull bool, err error) {
 	case len(val) < 2 || val[0] != '"':
 		return "", false, fmt.Errorf("json: header parameter %s is not a string", quote(name))
 	case bytes.IndexByte(val, '\\') < 0:
-		return string(val[1 : len(val)-1]), false, nil
+		return commonString(val[1 : len(val)-1]), false, nil
 	}
 	if err := json.Unmarshal(val, &s); err != nil {
 		return "", false, fmt.Errorf("json: header parameter %s: %w", quote(name), err)
 	}
 	return s, false, nil
+}
+
+// commonString returns b as a string, without allocating for the values
+// that nearly every header carries.
+func commonString(b []byte) string {
+	switch string(b) {
+	case "RS256":
+		return "RS256"
+	case "RS384":
+		return "RS384"
+	case "RS512":
+		return "RS512"
+	case "PS256":
+		return "PS256"
+	case "PS384":
+		return "PS384"
+	case "PS512":
+		return "PS512"
+	case "ES256":
+		return "ES256"
+	case "ES384":
+		return "ES384"
+	case "ES512":
+		return "ES512"
+	case "EdDSA":
+		return "EdDSA"
+	case "JWT":
+		return "JWT"
+	}
+	return string(b)
 }
 
 // memberName returns a member's name without its quotes, unescaped.
@@ -301,8 +331,8 @@ func valueEnd(b []byte, i int) int {
 	return j
 }
 
-// signatureDigest hashes the signing input with the hash of alg. It returns
-// nil for EdDSA, which signs the input itself.
+// signatureDigest hashes the signing input with the hash of alg. It
+// returns nil for EdDSA, which signs the input itself.
 func signatureDigest(alg string, input []byte) []byte {
 	switch alg {
 	case "RS256", "PS256", "ES256":

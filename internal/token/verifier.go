@@ -419,11 +419,13 @@ func (v *Verifier) verify(ctx context.Context, raw string) (*Identity, *issuer, 
 func decodeClaims(payload []byte) (map[string]any, error) {
 	dec := json.NewDecoder(bytes.NewReader(payload))
 	dec.UseNumber()
-	var claims map[string]any
-	if err := dec.Decode(&claims); err != nil {
+	// Decoding into an interface builds the map without reflection.
+	var v any
+	if err := dec.Decode(&v); err != nil {
 		return nil, err
 	}
-	if claims == nil {
+	claims, ok := v.(map[string]any)
+	if !ok {
 		return nil, errors.New("payload is not a JSON object")
 	}
 	if len(bytes.TrimLeft(payload[dec.InputOffset():], " \t\r\n")) > 0 {

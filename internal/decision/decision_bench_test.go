@@ -18,10 +18,13 @@ import (
 // provider serving its JWKS through httptest, the token verifier, the
 // engine with the embedded shipped policy, and the RLS renderer.
 type benchFixture struct {
-	idp      *devidp.Provider
-	engine   *policy.Engine
-	renderer *rls.Renderer
-	raw      string // a token of a person with groups, a department and a team
+	idp *devidp.Provider
+	// engine shares results between people with equal declared input, as
+	// served; unshared evaluates every time, as for the first person of
+	// each kind.
+	engine, unshared *policy.Engine
+	renderer         *rls.Renderer
+	raw              string // a token of a person with groups, a department and a team
 }
 
 func newBenchFixture(b *testing.B) *benchFixture {
@@ -40,11 +43,15 @@ func newBenchFixture(b *testing.B) *benchFixture {
 	if err != nil {
 		b.Fatalf("policy.New: %v", err)
 	}
+	unshared, err := policy.New(policy.Options{FS: policies.FS, ResultCacheSize: -1})
+	if err != nil {
+		b.Fatalf("policy.New: %v", err)
+	}
 	renderer, err := rls.NewRenderer(rls.Conf{})
 	if err != nil {
 		b.Fatalf("rls.NewRenderer: %v", err)
 	}
-	return &benchFixture{idp: idp, engine: engine, renderer: renderer, raw: raw}
+	return &benchFixture{idp: idp, engine: engine, unshared: unshared, renderer: renderer, raw: raw}
 }
 
 // verifier returns a started verifier of the fixture's issuer that has
@@ -71,12 +78,12 @@ func (f *benchFixture) verifier(b *testing.B, cacheSize int) *token.Verifier {
 }
 
 // service returns a decision service over the fixture with the given
-// verifier and decision cache sizes (-1 disables either).
-func (f *benchFixture) service(b *testing.B, tokenCache, decisionCache int) *Service {
+// engine and verifier and decision cache sizes (-1 disables either).
+func (f *benchFixture) service(b *testing.B, engine *policy.Engine, tokenCache, decisionCache int) *Service {
 	b.Helper()
 	s, err := New(Options{
 		Verifier:  f.verifier(b, tokenCache),
-		Evaluator: f.engine,
+		Evaluator: engine,
 		Renderer:  f.renderer,
 		CacheSize: decisionCache,
 	})
@@ -101,7 +108,9 @@ func BenchmarkVerify(b *testing.B) {
 }
 
 // BenchmarkEvaluate measures one evaluation of the shipped policy for the
-// verified identity: the second half of the floor of a decision.
+// verified identity: the second half of the floor of a decision. unshared
+// evaluates the policy; shared finds the result computed for the first
+// person with the same groups and mapped claims.
 func BenchmarkEvaluate(b *testing.B) {
 	f := newBenchFixture(b)
 	id, err := f.verifier(b, -1).Verify(context.Background(), f.raw)
@@ -113,31 +122,45 @@ func BenchmarkEvaluate(b *testing.B) {
 		Username: id.Username, Context: map[string]any{},
 	}
 	ctx := context.Background()
-	b.ReportAllocs()
-	for b.Loop() {
-		res, err := f.engine.Evaluate(ctx, in, false)
-		if err != nil || !res.Allow {
-			b.Fatalf("Evaluate: %+v, %v", res, err)
-		}
+	for _, bc := range []struct {
+		name   string
+		engine *policy.Engine
+	}{
+		{name: "unshared", engine: f.unshared},
+		{name: "shared", engine: f.engine},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				res, err := bc.engine.Evaluate(ctx, in, false)
+				if err != nil || !res.Allow {
+					b.Fatalf("Evaluate: %+v, %v", res, err)
+				}
+			}
+		})
 	}
 }
 
-// BenchmarkDecide measures a whole decision (verify, evaluate, render) with
-// every cache disabled, as for a token never seen before; compare it with
-// the sum of BenchmarkVerify and BenchmarkEvaluate. The verifier_cached
-// case keeps the verifier's token cache on and the decision cache off.
+// BenchmarkDecide measures a whole decision (verify, evaluate, render).
+// uncached disables every cache, as for a token never seen before of the
+// first person of their kind; compare it with the sum of BenchmarkVerify
+// and BenchmarkEvaluate/unshared. shared_policy is a token never seen
+// before of a person whose groups and mapped claims were seen. The
+// verifier_cached case keeps the verifier's token cache on.
 func BenchmarkDecide(b *testing.B) {
 	f := newBenchFixture(b)
 	ctx := context.Background()
 	for _, bc := range []struct {
 		name       string
+		engine     *policy.Engine
 		tokenCache int
 	}{
-		{name: "uncached", tokenCache: -1},
-		{name: "verifier_cached", tokenCache: 0},
+		{name: "uncached", engine: f.unshared, tokenCache: -1},
+		{name: "shared_policy", engine: f.engine, tokenCache: -1},
+		{name: "verifier_cached", engine: f.unshared, tokenCache: 0},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
-			s := f.service(b, bc.tokenCache, -1)
+			s := f.service(b, bc.engine, bc.tokenCache, -1)
 			b.ReportAllocs()
 			for b.Loop() {
 				d, err := s.Decide(ctx, Request{ID: "bench", IDToken: f.raw})
@@ -150,7 +173,7 @@ func BenchmarkDecide(b *testing.B) {
 	// As a gRPC server calls it: each decision on a new goroutine, whose
 	// small initial stack grows during the deep recursion of evaluation.
 	b.Run("new_goroutine", func(b *testing.B) {
-		s := f.service(b, -1, -1)
+		s := f.service(b, f.unshared, -1, -1)
 		b.ReportAllocs()
 		for b.Loop() {
 			done := make(chan error, 1)
@@ -178,7 +201,7 @@ func BenchmarkDecideCached(b *testing.B) {
 		{name: "with_context", ctx: map[string]any{"database": "examples", "table": "sales"}},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
-			s := f.service(b, 0, 0)
+			s := f.service(b, f.engine, 0, 0)
 			req := Request{ID: "bench", IDToken: f.raw, Context: bc.ctx}
 			if _, err := s.Decide(ctx, req); err != nil {
 				b.Fatalf("Decide: %v", err)

@@ -34,21 +34,31 @@ func benchInput(b *testing.B) Input {
 // through the engine: input conversion, the prepared query, and the strict
 // reading of the result.
 func BenchmarkEvaluateShipped(b *testing.B) {
-	e, err := New(Options{FS: policies.FS})
+	e, err := New(Options{FS: policies.FS, ResultCacheSize: -1})
+	if err != nil {
+		b.Fatalf("New: %v", err)
+	}
+	shared, err := New(Options{FS: policies.FS})
 	if err != nil {
 		b.Fatalf("New: %v", err)
 	}
 	in := benchInput(b)
 	ctx := context.Background()
-	for _, explain := range []bool{false, true} {
-		name := "decide"
-		if explain {
-			name = "explain"
-		}
-		b.Run(name, func(b *testing.B) {
+	for _, bc := range []struct {
+		name    string
+		e       *Engine
+		explain bool
+	}{
+		{"decide", e, false},
+		{"explain", e, true},
+		// The result found among those shared by people with the same
+		// groups and mapped claims.
+		{"decide_shared", shared, false},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				res, err := e.Evaluate(ctx, in, explain)
+				res, err := bc.e.Evaluate(ctx, in, bc.explain)
 				if err != nil || !res.Allow {
 					b.Fatalf("Evaluate: %+v, %v", res, err)
 				}

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -13,6 +14,8 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/topdown"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/authzd/authzd/internal/lru"
 )
 
 // DefaultEvalTimeout bounds one evaluation when Options.EvalTimeout is zero.
@@ -49,6 +52,11 @@ type Options struct {
 	// Debounce is how long Watch waits after a file event before reloading,
 	// so that an editor's burst of writes loads once. Default 200 ms.
 	Debounce time.Duration
+	// ResultCacheSize bounds the results kept per revision for a policy
+	// that declares the input it reads (rule input_paths), shared by
+	// everyone whose declared input is equal. Zero means
+	// DefaultResultCacheSize; negative turns sharing off.
+	ResultCacheSize int
 }
 
 // Engine evaluates the policy of one package. It is safe for concurrent
@@ -110,6 +118,9 @@ func New(opts Options) (*Engine, error) {
 	if opts.Debounce <= 0 {
 		opts.Debounce = 200 * time.Millisecond
 	}
+	if opts.ResultCacheSize == 0 {
+		opts.ResultCacheSize = DefaultResultCacheSize
+	}
 	pkg, err := pkgRef(opts.Package)
 	if err != nil {
 		return nil, fmt.Errorf("new policy engine: %w", err)
@@ -136,7 +147,8 @@ func New(opts Options) (*Engine, error) {
 	}
 	e.swap(rev)
 	e.metrics.reloaded("success")
-	e.log.Info("policy loaded", "source", opts.Source, "revision", rev.id, "files", len(rev.files))
+	e.log.Info("policy loaded", "source", opts.Source, "revision", rev.id, "files", len(rev.files),
+		"shared_results", rev.results != nil, "not_shared_because", rev.unshared)
 	return e, nil
 }
 
@@ -173,6 +185,12 @@ func (e *Engine) build(snap *snapshot) (*revision, error) {
 	rev, err := compile(ctx, snap, e.pkg, e.opts.Source)
 	if err != nil {
 		return nil, err
+	}
+	switch {
+	case rev.unshared == "" && e.opts.ResultCacheSize < 0:
+		rev.unshared = "result sharing is turned off"
+	case rev.unshared == "":
+		rev.results = lru.New[[sha256.Size]byte, *Result](e.opts.ResultCacheSize)
 	}
 	// Smoke evaluation: an empty input must evaluate, with the contract's
 	// types, before the revision may serve.
@@ -246,7 +264,8 @@ func (e *Engine) apply(snap *snapshot, force bool) error {
 		e.bundle.last = snap
 	}
 	e.metrics.reloaded("success")
-	attrs := []any{"source", e.opts.Source, "revision", rev.id, "previous_revision", old}
+	attrs := []any{"source", e.opts.Source, "revision", rev.id, "previous_revision", old,
+		"shared_results", rev.results != nil, "not_shared_because", rev.unshared}
 	if snap.bundleRevision != "" {
 		attrs = append(attrs, "bundle_revision", snap.bundleRevision)
 	}
@@ -299,8 +318,6 @@ func (e *Engine) Revision() string {
 // with the rule and the revision; a Result is returned only on success, so
 // an error never comes with Allow set.
 func (e *Engine) Evaluate(ctx context.Context, in Input, explain bool) (*Result, error) {
-	ctx, cancel := context.WithTimeout(ctx, e.opts.EvalTimeout)
-	defer cancel()
 	rev := e.current.Load()
 	if rev == nil {
 		return nil, ErrNotLoaded

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -32,16 +33,49 @@ func typeErr(rule, format string, args ...any) error {
 // with their exact Rego types and without a conversion to Go values first.
 var asTerm = rego.EvalGenerateJSON(func(t *ast.Term, _ *rego.EvalContext) (any, error) { return t, nil })
 
-// eval evaluates one revision for one input and checks the types of every
-// rule.
+// eval evaluates one revision for one input. A policy that declares the
+// input it reads sees only that part, and its results are shared by
+// everyone whose part is equal (except explanations, always evaluated).
 func (e *Engine) eval(ctx context.Context, rev *revision, in Input, explain bool) (*Result, error) {
+	if rev.reads == nil {
+		input, err := inputValue(in)
+		if err != nil {
+			return nil, err
+		}
+		return e.evalValue(ctx, rev, input, explain)
+	}
+	var (
+		key   [sha256.Size]byte
+		keyed bool
+	)
+	if rev.results != nil && !explain {
+		if key, keyed = rev.reads.key(&in); keyed {
+			if res, ok := rev.results.Get(key); ok {
+				e.metrics.shared(true)
+				return res, nil
+			}
+			e.metrics.shared(false)
+		}
+	}
+	input, err := rev.reads.value(in)
+	if err != nil {
+		return nil, err
+	}
+	res, err := e.evalValue(ctx, rev, input, explain)
+	if err == nil && keyed {
+		rev.results.Add(key, res)
+	}
+	return res, err
+}
+
+// evalValue evaluates one revision for one input value, within the
+// evaluation timeout, and checks the types of every rule.
+func (e *Engine) evalValue(ctx context.Context, rev *revision, input ast.Value, explain bool) (*Result, error) {
+	ctx, cancel := context.WithTimeout(ctx, e.opts.EvalTimeout)
+	defer cancel()
 	pq := rev.decide
 	if explain {
 		pq = rev.explain
-	}
-	input, err := inputValue(in)
-	if err != nil {
-		return nil, err
 	}
 	rs, err := pq.Eval(ctx, rego.EvalParsedInput(input), asTerm)
 	if err != nil {

@@ -23,6 +23,8 @@ import (
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/storage"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
+
+	"github.com/authzd/authzd/internal/lru"
 )
 
 // maxFileSize bounds one policy or data file, so that a stray large file in
@@ -165,6 +167,13 @@ type revision struct {
 	packages       []string
 	decide         rego.PreparedEvalQuery
 	explain        rego.PreparedEvalQuery
+	// reads is the policy's input_paths declaration, nil when it has none
+	// or may not share results; unshared says why not, for the log.
+	reads    *readSet
+	unshared string
+	// results are shared results by the key of the parts read; nil when
+	// reads is nil or sharing is turned off.
+	results *lru.Cache[[sha256.Size]byte, *Result]
 }
 
 // ruleNames are the rules of the contract, in query order.
@@ -279,8 +288,13 @@ func compile(ctx context.Context, snap *snapshot, pkg ast.Ref, label string) (*r
 		return nil, fmt.Errorf("compile policy: package %q has no rule \"allow\"", strings.TrimPrefix(pkg.String(), "data."))
 	}
 
+	reads, err := readDeclaration(ctx, compiler, store, pkg)
+	if err != nil {
+		return nil, fmt.Errorf("policy input declaration: %w", err)
+	}
 	rev := &revision{
 		id:       snap.hash,
+		reads:    reads,
 		files:    make([]string, 0, len(snap.files)),
 		packages: slices.Sorted(maps.Keys(pkgs)),
 	}
@@ -300,6 +314,12 @@ func compile(ctx context.Context, snap *snapshot, pkg ast.Ref, label string) (*r
 	}
 	if rev.explain, err = prepare(append(slices.Clone(ruleNames), "matches")); err != nil {
 		return nil, fmt.Errorf("prepare policy query: %w", err)
+	}
+	switch name := changingCall(compiler); {
+	case rev.reads == nil:
+		rev.unshared = "the policy does not declare " + InputPathsRule
+	case name != "":
+		rev.unshared = fmt.Sprintf("the policy calls %s, whose result can change between evaluations", name)
 	}
 	return rev, nil
 }

@@ -15,6 +15,8 @@ type metrics struct {
 	revision *prometheus.GaugeVec
 	latency  prometheus.Histogram
 	errors   prometheus.Counter
+	// sharedHit and sharedMiss count lookups of shared results.
+	sharedHit, sharedMiss prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -37,8 +39,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Policy evaluations that failed: runtime errors, wrong types, timeouts.",
 		}),
 	}
+	shared := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "authzd_policy_shared_results_total",
+		Help: "Lookups of results shared between people with equal declared input (rule input_paths), by result: hit or miss.",
+	}, []string{"result"})
+	m.sharedHit = shared.WithLabelValues("hit")
+	m.sharedMiss = shared.WithLabelValues("miss")
 	var errs []error
-	for _, c := range []prometheus.Collector{m.reloads, m.revision, m.latency, m.errors} {
+	for _, c := range []prometheus.Collector{m.reloads, m.revision, m.latency, m.errors, shared} {
 		if err := reg.Register(c); err != nil {
 			errs = append(errs, err)
 		}
@@ -65,5 +73,15 @@ func (m *metrics) observe(d time.Duration, err error) {
 	m.latency.Observe(d.Seconds())
 	if err != nil {
 		m.errors.Inc()
+	}
+}
+
+func (m *metrics) shared(hit bool) {
+	switch {
+	case m == nil:
+	case hit:
+		m.sharedHit.Inc()
+	default:
+		m.sharedMiss.Inc()
 	}
 }

@@ -88,6 +88,23 @@ matches contains {"kind": "claim", "entry": hit.mapping, "claim": hit.claim, "va
 
 matches contains {"kind": "governed_table", "entry": f.tables[0]} if some f in _governed_filters
 
+# METADATA
+# title: Input paths
+# description: |
+#   The parts of the input this policy reads: the groups, the overage flag
+#   and every claim named by a claim mapping. authzd hands the policy only
+#   these, and evaluates it once for everyone whose values are equal. A
+#   rule that reads another part of the input must add its path here.
+# entrypoint: true
+input_paths contains ["groups"]
+
+input_paths contains ["groups_overage"]
+
+input_paths contains ["claims", claim] if {
+	some mapping in mappings.claims
+	some claim in mapping.claims
+}
+
 # The person's groups: input.groups as an array, or a single string, with
 # options.strip_group_prefix (such as Keycloak's "/" of full group paths)
 # taken off.

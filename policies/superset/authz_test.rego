@@ -360,3 +360,40 @@ test_mixed_value_kinds_reason_and_roles if {
 	r := "claim mapping 'department' limits sales, finance.revenue to rows where department is one of [\"7\", \"Sales\", \"true\"]"
 	r in authz.reasons with input as p
 }
+
+test_input_paths_name_every_mapped_claim if {
+	authz.input_paths == {
+		["groups"], ["groups_overage"],
+		["claims", "department"], ["claims", "custom:department"],
+		["claims", "team"], ["claims", "custom:team"],
+		["claims", "cost_center"], ["claims", "custom:cost_center"],
+	}
+}
+
+test_input_paths_follow_the_data if {
+	m := {"claims": {"org": {"claims": ["org", "https://example.com/org"], "roles": {"x": ["X"]}}}}
+	authz.input_paths == {["groups"], ["groups_overage"], ["claims", "org"], ["claims", "https://example.com/org"]} with data.superset.mappings as m
+}
+
+# The decision with only the declared parts of the input is the decision
+# with all of it: what authzd relies on when it hands over only those.
+decision := [authz.allow, authz.roles, authz.rls_filters, authz.reasons]
+
+test_declared_input_decides_alone if {
+	full := {
+		"issuer": "https://idp.example.com/",
+		"claims": {"sub": "u1", "email": "a@example.com", "department": "Sales", "team": "Retail", "exp": 1},
+		"groups": ["Data Engineers"],
+		"groups_overage": false,
+		"username": "a@example.com",
+		"context": {"dashboard": 7},
+	}
+	part := {
+		"claims": {"department": "Sales", "team": "Retail"},
+		"groups": ["Data Engineers"],
+		"groups_overage": false,
+	}
+	d := decision with input as full
+	d[0] == true
+	d == decision with input as part
+}

@@ -245,6 +245,9 @@ func newEngine(cfg *config.Config, dev bool, log *slog.Logger, reg prometheus.Re
 		Registerer:  reg,
 		EvalTimeout: cfg.Policy.EvalTimeout,
 	}
+	if cfg.Policy.ResultCacheSize != nil {
+		opts.ResultCacheSize = cacheSize(*cfg.Policy.ResultCacheSize)
+	}
 	if cfg.Policy.Bundle != nil {
 		opts.Bundle = cfg.Policy.Bundle
 		e, err := policy.New(opts)

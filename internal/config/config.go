@@ -36,6 +36,7 @@ const (
 	DefaultDecisionTimeout   = 2 * time.Second
 	DefaultDecisionCacheSize = 10000
 	DefaultDecisionCacheTTL  = time.Minute
+	DefaultResultCacheSize   = policy.DefaultResultCacheSize
 )
 
 // Config is the whole configuration of the service. The README documents
@@ -87,6 +88,11 @@ type Policy struct {
 	Tables map[string]string `yaml:"tables"`
 	// EvalTimeout bounds one policy evaluation. Default 2s.
 	EvalTimeout time.Duration `yaml:"eval_timeout"`
+	// ResultCacheSize bounds the policy results kept per revision for a
+	// policy that declares the input it reads (rule input_paths), shared by
+	// everyone whose declared input is equal; 0 turns sharing off. Default
+	// 10000.
+	ResultCacheSize *int `yaml:"result_cache_size"`
 	// Bundle, when set, fetches the policy as an OPA bundle from a URL,
 	// polled with the OPA bundle protocol, instead of reading Dir, which is
 	// then ignored: url, polling (min_delay_seconds, max_delay_seconds,
@@ -240,6 +246,11 @@ var envKeys = map[string]func(c *Config, v string) error{
 	"AUTHZD_POLICY_DIR":     func(c *Config, v string) error { c.Policy.Dir = v; return nil },
 	"AUTHZD_POLICY_PACKAGE": func(c *Config, v string) error { c.Policy.Package = v; return nil },
 	"AUTHZD_POLICY_DIALECT": func(c *Config, v string) error { c.Policy.Dialect = v; return nil },
+	"AUTHZD_POLICY_RESULT_CACHE_SIZE": func(c *Config, v string) error {
+		n, err := strconv.Atoi(v)
+		c.Policy.ResultCacheSize = &n
+		return err
+	},
 	"AUTHZD_DECISION_LOG_OUTPUT": func(c *Config, v string) error {
 		c.DecisionLog.Output = v
 		return nil
@@ -299,6 +310,10 @@ func (c *Config) applyDefaults() {
 	}
 	if c.Policy.EvalTimeout == 0 {
 		c.Policy.EvalTimeout = DefaultDecisionTimeout
+	}
+	if c.Policy.ResultCacheSize == nil {
+		size := DefaultResultCacheSize
+		c.Policy.ResultCacheSize = &size
 	}
 	if c.Policy.Bundle != nil {
 		c.Policy.Bundle.SetDefaults()
@@ -367,6 +382,9 @@ func (c *Config) validate() []string {
 				add("policy.bundle.%v", e)
 			}
 		}
+	}
+	if n := c.Policy.ResultCacheSize; n != nil && (*n < 0 || *n > 10_000_000) {
+		add("policy.result_cache_size: %d is outside 0..10000000", *n)
 	}
 	if c.DecisionCache.Size != nil && (*c.DecisionCache.Size < 0 || *c.DecisionCache.Size > 10_000_000) {
 		add("decision_cache.size: %d is outside 0..10000000", *c.DecisionCache.Size)

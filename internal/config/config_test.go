@@ -30,6 +30,9 @@ func TestLoadFull(t *testing.T) {
 	if got, want := c.Policy.Dialect, "mysql"; got != want {
 		t.Errorf("policy.dialect: got %q, want %q", got, want)
 	}
+	if c.Policy.ResultCacheSize == nil || *c.Policy.ResultCacheSize != 500 {
+		t.Errorf("policy.result_cache_size: got %v, want 500", c.Policy.ResultCacheSize)
+	}
 	if c.DecisionCache.Size == nil || *c.DecisionCache.Size != 0 || c.DecisionCache.TTL != 30*time.Second {
 		t.Errorf("decision_cache: got %v, %s; want size 0 (off) and ttl 30s",
 			c.DecisionCache.Size, c.DecisionCache.TTL)
@@ -63,6 +66,7 @@ func TestLoadRefuses(t *testing.T) {
 				`issuers[0].algorithms[0]: "HS256" is not allowed`,
 				`issuers[0].algorithms[1]: "none" is not allowed`,
 				`issuers[1].issuer: "idp.example.com" is listed twice`,
+				`policy.result_cache_size: -1 is outside 0..10000000`,
 			},
 		},
 		{
@@ -106,6 +110,9 @@ func TestLoadRefuses(t *testing.T) {
 
 func TestDecisionCacheDefaults(t *testing.T) {
 	c := Default()
+	if c.Policy.ResultCacheSize == nil || *c.Policy.ResultCacheSize != DefaultResultCacheSize {
+		t.Errorf("policy.result_cache_size: got %v, want %d", c.Policy.ResultCacheSize, DefaultResultCacheSize)
+	}
 	if c.DecisionCache.Size == nil || *c.DecisionCache.Size != DefaultDecisionCacheSize {
 		t.Errorf("decision_cache.size: got %v, want %d", c.DecisionCache.Size, DefaultDecisionCacheSize)
 	}
@@ -121,13 +128,13 @@ func TestEmptyFileNeedsIssuers(t *testing.T) {
 func TestEnvironmentOverrides(t *testing.T) {
 	c, err := Load("testdata/full.yaml", []string{
 		"AUTHZD_HTTP_ADDR=127.0.0.1:7070", "AUTHZD_POLICY_DIR=/etc/authzd/policies",
-		"AUTHZD_CLOCK_SKEW=5s", "UNRELATED=1",
+		"AUTHZD_CLOCK_SKEW=5s", "AUTHZD_POLICY_RESULT_CACHE_SIZE=0", "UNRELATED=1",
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := []any{c.HTTPAddr, c.Policy.Dir, c.ClockSkew}
-	want := []any{"127.0.0.1:7070", "/etc/authzd/policies", 5 * time.Second}
+	got := []any{c.HTTPAddr, c.Policy.Dir, c.ClockSkew, *c.Policy.ResultCacheSize}
+	want := []any{"127.0.0.1:7070", "/etc/authzd/policies", 5 * time.Second, 0}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("overrides (-want +got):\n%s", diff)
 	}

@@ -55,8 +55,8 @@ func keys(t testing.TB) map[string]*testKey {
 			}
 			return k
 		}
-		ecKey := func() *ecdsa.PrivateKey {
-			k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		ecKey := func(c elliptic.Curve) *ecdsa.PrivateKey {
+			k, err := ecdsa.GenerateKey(c, rand.Reader)
 			if err != nil {
 				panic(err)
 			}
@@ -70,7 +70,9 @@ func keys(t testing.TB) map[string]*testKey {
 			"rs1":      {kid: "rs1", priv: rsaKey()},
 			"rs2":      {kid: "rs2", priv: rsaKey()},
 			"ps1":      {kid: "ps1", priv: rsaKey(), alg: "PS256"},
-			"ec1":      {kid: "ec1", priv: ecKey()},
+			"ec1":      {kid: "ec1", priv: ecKey(elliptic.P256())},
+			"ec384":    {kid: "ec384", priv: ecKey(elliptic.P384())},
+			"ec521":    {kid: "ec521", priv: ecKey(elliptic.P521())},
 			"ed1":      {kid: "ed1", priv: ed},
 			"enc1":     {kid: "enc1", priv: rsaKey(), use: "enc"},
 			"other1":   {kid: "other1", priv: rsaKey()},

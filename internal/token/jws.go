@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"math/big"
 	"strings"
+	"unicode/utf8"
 )
 
 // This file checks a compact JWS directly on its three base64url segments,
@@ -66,9 +67,14 @@ type jwtHeader struct {
 	// the signature algorithm is taken from; hasExactAlg says it exists.
 	exactAlg    string
 	hasExactAlg bool
-	// needsJOSE is set when the header embeds a key or certificate ("jwk",
-	// "x5c") or carries a "nonce": their syntax is then checked by go-jose
-	// as before, although the verifier never trusts them.
+	// needsJOSE is set when the header is anything but a flat object of
+	// distinct names with string, boolean or null values: when it embeds a
+	// key or certificate ("jwk", "x5c"), carries a "nonce", repeats a
+	// name, or holds a number, object or array. go-jose then checks its
+	// syntax as it did for every token before (it refuses, for example,
+	// repeated names at any depth and numbers beyond float64), although the
+	// verifier never trusts those parameters. ID tokens in the wild never
+	// take this path.
 	needsJOSE bool
 }
 
@@ -79,15 +85,31 @@ func parseHeader(b []byte) (jwtHeader, error) {
 	if err := checkObject(b); err != nil {
 		return h, err
 	}
+	var seen [16][]byte
+	nseen := 0
 	m := objectMembers{b: b, i: 1}
 	for {
 		k, val, ok := m.next()
 		if !ok {
 			return h, nil
 		}
-		key, err := memberName(k)
+		key, err := unquote(k)
 		if err != nil {
 			return h, err
+		}
+		if nseen == len(seen) {
+			h.needsJOSE = true
+		} else {
+			for _, prev := range seen[:nseen] {
+				if bytes.Equal(prev, key) {
+					h.needsJOSE = true
+				}
+			}
+			seen[nseen] = key
+			nseen++
+		}
+		if c := val[0]; c == '{' || c == '[' || c == '-' || '0' <= c && c <= '9' {
+			h.needsJOSE = true
 		}
 		switch {
 		case string(key) == "alg":
@@ -134,7 +156,7 @@ func issuerName(payload []byte) (iss []byte, ok bool, err error) {
 		if !more {
 			break
 		}
-		key, err := memberName(k)
+		key, err := unquote(k)
 		if err != nil {
 			return nil, false, err
 		}
@@ -145,14 +167,25 @@ func issuerName(payload []byte) (iss []byte, ok bool, err error) {
 	if len(last) == 0 || last[0] != '"' {
 		return nil, false, nil
 	}
-	if bytes.IndexByte(last, '\\') < 0 {
-		return last[1 : len(last)-1], true, nil
+	iss, err = unquote(last)
+	if err != nil {
+		return nil, false, err
+	}
+	return iss, true, nil
+}
+
+// unquote decodes a JSON string as encoding/json does: escapes resolved and
+// invalid UTF-8 replaced. Plain strings, the usual case, alias raw.
+func unquote(raw []byte) ([]byte, error) {
+	inner := raw[1 : len(raw)-1]
+	if bytes.IndexByte(inner, '\\') < 0 && utf8.Valid(inner) {
+		return inner, nil
 	}
 	var s string
-	if err := json.Unmarshal(last, &s); err != nil {
-		return nil, false, fmt.Errorf("json: %w", err)
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return nil, fmt.Errorf("json: %w", err)
 	}
-	return []byte(s), true, nil
+	return []byte(s), nil
 }
 
 // checkObject reports whether b is one well-formed JSON object, which the
@@ -190,13 +223,12 @@ func stringValue(name string, val []byte) (s string, isNull bool, err error) {
 		return "", true, nil
 	case len(val) < 2 || val[0] != '"':
 		return "", false, fmt.Errorf("json: header parameter %s is not a string", quote(name))
-	case bytes.IndexByte(val, '\\') < 0:
-		return commonString(val[1 : len(val)-1]), false, nil
 	}
-	if err := json.Unmarshal(val, &s); err != nil {
-		return "", false, fmt.Errorf("json: header parameter %s: %w", quote(name), err)
+	b, err := unquote(val)
+	if err != nil {
+		return "", false, fmt.Errorf("header parameter %s: %w", quote(name), err)
 	}
-	return s, false, nil
+	return commonString(b), false, nil
 }
 
 // commonString returns b as a string, without allocating for the values
@@ -227,18 +259,6 @@ func commonString(b []byte) string {
 		return "JWT"
 	}
 	return string(b)
-}
-
-// memberName returns a member's name without its quotes, unescaped.
-func memberName(raw []byte) ([]byte, error) {
-	if bytes.IndexByte(raw, '\\') < 0 {
-		return raw[1 : len(raw)-1], nil
-	}
-	var s string
-	if err := json.Unmarshal(raw, &s); err != nil {
-		return nil, fmt.Errorf("json: %w", err)
-	}
-	return []byte(s), nil
 }
 
 // foldEqual reports whether name equals want under Unicode case folding,

@@ -60,8 +60,11 @@ func main() {
 
 // Result is one measured cell of the table, written as one JSON line.
 type Result struct {
-	Label       string  `json:"label"`
-	Kind        string  `json:"kind"`
+	Label string `json:"label"`
+	Kind  string `json:"kind"`
+	// Series names the server's configuration for the ratio tables:
+	// the kind, or a variant of it such as grpc-unshared.
+	Series      string  `json:"series,omitempty"`
 	Set         string  `json:"set"`
 	Concurrency int     `json:"concurrency"`
 	Requests    uint64  `json:"requests"`
@@ -97,6 +100,7 @@ func runCmd(args []string) error {
 	requests := fs.Uint64("requests", 0, "stop after this many requests instead of a duration")
 	pid := fs.Int("pid", 0, "server process id, for CPU time and peak RSS")
 	label := fs.String("label", "", "row label; default the kind")
+	series := fs.String("series", "", "server configuration for the ratio tables; default the kind")
 	set := fs.String("set", "distinct", "name of the token set, for the table")
 	rssEvery := fs.Duration("rss-every", 0, "sample the server's RSS this often (0: never)")
 	_ = fs.Parse(args)
@@ -105,6 +109,9 @@ func runCmd(args []string) error {
 	}
 	if *label == "" {
 		*label = *kind
+	}
+	if *series == "" {
+		*series = *kind
 	}
 	tokens, err := readTokens(*tokensFile)
 	if err != nil {
@@ -200,7 +207,7 @@ func runCmd(args []string) error {
 		total.merge(h)
 	}
 	r := Result{
-		Label: *label, Kind: *kind, Set: *set, Concurrency: *conc,
+		Label: *label, Kind: *kind, Series: *series, Set: *set, Concurrency: *conc,
 		Requests: total.n, Errors: errCount.Load(), Seconds: elapsed.Seconds(),
 		PerSecond:     float64(total.n) / elapsed.Seconds(),
 		P50Micros:     micros(total.quantile(0.50)),

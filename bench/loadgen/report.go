@@ -85,7 +85,11 @@ func writeTables(w io.Writer, rs []Result) {
 			byCell[k] = map[string]Result{}
 			keys = append(keys, k)
 		}
-		byCell[k][r.Kind] = r
+		series := r.Series
+		if series == "" {
+			series = r.Kind
+		}
+		byCell[k][series] = r
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "| tokens | conc | REST/OPA decisions/s | gRPC/OPA decisions/s | REST/OPA p99 | gRPC/OPA p99 | REST/OPA CPU per decision | gRPC/OPA CPU per decision |")
@@ -103,6 +107,24 @@ func writeTables(w io.Writer, rs []Result) {
 			ratio(rest.CPUPer1000, opa.CPUPer1000), ratio(grpc.CPUPer1000, opa.CPUPer1000))
 	}
 
+	// authzd with result sharing off, when measured: every decision
+	// evaluates the policy, as for the first person of each kind.
+	if !slices.ContainsFunc(rs, func(r Result) bool { return r.Series == "grpc-unshared" }) {
+		return
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "| tokens | conc | gRPC unshared/OPA decisions/s | gRPC unshared/OPA p99 | gRPC unshared/OPA CPU per decision |")
+	fmt.Fprintln(w, "| --- | ---: | ---: | ---: | ---: |")
+	for _, k := range keys {
+		c := byCell[k]
+		opa, ok := c["opa"]
+		u, ok2 := c["grpc-unshared"]
+		if !ok || !ok2 {
+			continue
+		}
+		fmt.Fprintf(w, "| %s | %d | %s | %s | %s |\n", k.set, k.conc,
+			ratio(u.PerSecond, opa.PerSecond), ratio(u.P99Micros, opa.P99Micros), ratio(u.CPUPer1000, opa.CPUPer1000))
+	}
 }
 
 func writeSoak(w io.Writer, rs []Result) {

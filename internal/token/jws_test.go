@@ -9,10 +9,12 @@ import (
 	"crypto/rsa"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"strings"
 	"testing"
 	"time"
 
+	jose "github.com/go-jose/go-jose/v4"
 	"github.com/google/go-cmp/cmp"
 )
 
@@ -571,4 +573,58 @@ func BenchmarkVerifyAlgorithms(b *testing.B) {
 			}
 		})
 	}
+}
+
+// FuzzSignatureAgainstGoJose compares the verifier's own signature check
+// with go-jose's, which it replaced. Whatever the input, a token the
+// verifier accepts must verify with go-jose too; and a token whose
+// segments are canonical base64url and whose signature go-jose verifies
+// must never be refused as SIGNATURE_INVALID.
+func FuzzSignatureAgainstGoJose(f *testing.F) {
+	ks := keys(f)
+	p := newTestIdP(f, "rs1", "ec1", "ec384", "ed1")
+	v := startVerifier(f, []IssuerConfig{{Issuer: p.issuer, Audiences: []string{"superset"}, Algorithms: allAlgorithms}},
+		Options{RefetchInterval: time.Hour, CacheSize: -1}, p.issuer)
+	c := claims(p.issuer, map[string]any{"exp": time.Now().Add(24 * time.Hour).Unix()})
+	for _, ak := range []struct{ alg, kid string }{
+		{"RS256", "rs1"}, {"PS384", "rs1"}, {"ES256", "ec1"}, {"ES384", "ec384"}, {"EdDSA", "ed1"},
+	} {
+		f.Add(mint(f, ks[ak.kid], ak.alg, nil, c))
+	}
+	f.Add(mint(f, ks["rs1"], "RS256", map[string]any{"x": map[string]any{"y": 1}}, c))
+	f.Add(mint(f, ks["ec1"], "ES256", map[string]any{"kid": "rs1"}, c))
+
+	f.Fuzz(func(t *testing.T, raw string) {
+		_, err := v.Verify(context.Background(), raw)
+		joseOK := false
+		var e *Error
+		if jws, perr := jose.ParseSignedCompact(raw, []jose.SignatureAlgorithm{
+			jose.RS256, jose.RS384, jose.RS512, jose.PS256, jose.PS384, jose.PS512,
+			jose.ES256, jose.ES384, jose.ES512, jose.EdDSA,
+		}); perr == nil {
+			for _, kid := range []string{"rs1", "ec1", "ec384", "ed1"} {
+				if _, verr := jws.Verify(ks[kid].priv.Public()); verr == nil {
+					joseOK = true
+				}
+			}
+		}
+		if err == nil && !joseOK {
+			t.Fatalf("verifier accepted %q, which go-jose does not verify", raw)
+		}
+		if joseOK && canonicalSegments(raw) && errors.As(err, &e) && e.Reason == ReasonBadSignature {
+			t.Fatalf("verifier refused %q as %v, which go-jose verifies", raw, err)
+		}
+	})
+}
+
+// canonicalSegments reports whether every segment of raw is the canonical
+// unpadded base64url encoding of its bytes.
+func canonicalSegments(raw string) bool {
+	for seg := range strings.SplitSeq(raw, ".") {
+		b, err := base64.RawURLEncoding.DecodeString(seg)
+		if err != nil || base64.RawURLEncoding.EncodeToString(b) != seg {
+			return false
+		}
+	}
+	return true
 }

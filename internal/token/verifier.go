@@ -286,7 +286,7 @@ func (v *Verifier) verify(ctx context.Context, raw string) (*Identity, *issuer, 
 		return nil, nil, errorf(ReasonMalformed, "token is not a compact JWS of three dot-separated parts")
 	}
 	// One buffer holds the token as bytes, whose first part is the signing
-	// input, and the three decoded segments.
+	// input exactly as sent, and room for the three decoded segments.
 	buf := make([]byte, len(raw)+b64url.DecodedLen(len(h64))+b64url.DecodedLen(len(p64))+
 		b64url.DecodedLen(len(s64)))
 	tok, dec := buf[:len(raw):len(raw)], buf[len(raw):]
@@ -357,8 +357,8 @@ func (v *Verifier) verify(ctx context.Context, raw string) (*Identity, *issuer, 
 			quote(hdr.exactAlg), quote(hdr.Alg))
 	}
 	if hdr.needsJOSE {
-		// An embedded key, certificate chain or nonce is never used, but
-		// go-jose checks their syntax, as it did for every token before.
+		// A rare header (see jwtHeader.needsJOSE) whose syntax go-jose
+		// judged more strictly than parseHeader: it still judges it.
 		_, err := jose.ParseSignedCompact(raw, []jose.SignatureAlgorithm{supportedAlgorithms[hdr.Alg]})
 		if err != nil {
 			return nil, iss, errorf(ReasonMalformed, "token is malformed: %s",

@@ -115,11 +115,13 @@ func New(opts Options) (*Server, error) {
 		// INVALID_ARGUMENT naming the limit rather than a transport error.
 		grpc.MaxRecvMsgSize(max(4*opts.MaxBodyBytes, 1<<20)),
 		// Calls run on a fixed pool of goroutines whose stacks have already
-		// grown through the policy evaluator's recursion; a goroutine per
-		// call grows its stack again every time, about 14% of the CPU of a
-		// decision (BENCHMARKS.md). When all workers are busy, gRPC falls
-		// back to a new goroutine, so nothing queues behind the pool.
-		grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))),
+		// grown through the policy evaluator's recursion and the RSA
+		// arithmetic; a goroutine per call grows its stack again every
+		// time, about 10% of the CPU of a decision (BENCHMARKS.md). The
+		// pool is large enough for the usual number of calls in flight
+		// (16 per CPU); beyond it gRPC falls back to a new goroutine, so
+		// nothing queues behind the pool.
+		grpc.NumStreamWorkers(uint32(16 * runtime.GOMAXPROCS(0))),
 	}
 	if opts.GRPCCreds != nil {
 		gopts = append(gopts, grpc.Creds(opts.GRPCCreds))

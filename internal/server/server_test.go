@@ -49,6 +49,13 @@ type stack struct {
 
 func startStack(t testing.TB) *stack {
 	t.Helper()
+	return startStackCaching(t, 0)
+}
+
+// startStackCaching starts a stack whose verifier and decision caches have
+// the given size; -1 turns both off, 0 keeps their defaults.
+func startStackCaching(t testing.TB, cacheSize int) *stack {
+	t.Helper()
 	grpcLis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -69,7 +76,7 @@ func startStack(t testing.TB) *stack {
 	}
 	verifier, err := token.NewVerifier([]token.IssuerConfig{{
 		Issuer: idp.Issuer(), Audiences: []string{devidp.Audience},
-	}}, token.Options{Logger: log})
+	}}, token.Options{Logger: log, CacheSize: cacheSize})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,7 +85,7 @@ func startStack(t testing.TB) *stack {
 		t.Fatal(err)
 	}
 	dec, err := decision.New(decision.Options{Verifier: verifier, Evaluator: engine,
-		Renderer: renderer, MaxTokenBytes: 16 << 10})
+		Renderer: renderer, MaxTokenBytes: 16 << 10, CacheSize: cacheSize})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -31,6 +31,14 @@ var algKeys = []struct{ alg, kid string }{
 	{"EdDSA", "ed1"},
 }
 
+// allAlgorithmsVerifier starts a verifier that trusts p with every
+// supported algorithm.
+func allAlgorithmsVerifier(t testing.TB, p *testIdP, opts Options) *Verifier {
+	t.Helper()
+	return startVerifier(t, []IssuerConfig{{Issuer: p.issuer, Audiences: []string{"superset"}, Algorithms: allAlgorithms}},
+		opts, p.issuer)
+}
+
 // split decodes the three segments of a compact JWS.
 func split(t *testing.T, raw string) (hdr, payload, sig []byte) {
 	t.Helper()
@@ -100,8 +108,7 @@ func signCompact(t *testing.T, key *testKey, alg, header, payload string, pss in
 func TestSignatureTampering(t *testing.T) {
 	ks := keys(t)
 	p := newTestIdP(t, "rs1", "ps1", "ec1", "ec384", "ec521", "ed1")
-	v := startVerifier(t, []IssuerConfig{{Issuer: p.issuer, Audiences: []string{"superset"}, Algorithms: allAlgorithms}},
-		Options{CacheSize: -1}, p.issuer)
+	v := allAlgorithmsVerifier(t, p, Options{CacheSize: -1})
 	ctx := context.Background()
 
 	for _, ak := range algKeys {
@@ -139,8 +146,7 @@ func TestSignatureTampering(t *testing.T) {
 func TestStandardLibrarySigner(t *testing.T) {
 	ks := keys(t)
 	p := newTestIdP(t, "rs1", "ps1", "ec1", "ec384", "ec521", "ed1")
-	v := startVerifier(t, []IssuerConfig{{Issuer: p.issuer, Audiences: []string{"superset"}, Algorithms: allAlgorithms}},
-		Options{CacheSize: -1}, p.issuer)
+	v := allAlgorithmsVerifier(t, p, Options{CacheSize: -1})
 	payload := mustJSON(t, claims(p.issuer, nil))
 
 	for _, ak := range algKeys {
@@ -183,6 +189,9 @@ func TestSignatureEncoding(t *testing.T) {
 		last := strings.IndexByte(alphabet, s64[len(s64)-1])
 		nonCanonical := s64[:len(s64)-1] + string(alphabet[last|1])
 		with := func(i int, c string) string { return s64[:i] + c + s64[i+1:] }
+		hp := h64 + "." + p64 + "."
+		toStd := strings.NewReplacer("-", "+", "_", "/")
+		const bad = ReasonMalformed
 
 		tests := []struct {
 			name  string
@@ -190,30 +199,27 @@ func TestSignatureEncoding(t *testing.T) {
 			want  Reason
 			msg   string
 		}{
-			{name: "signature with padding", token: h64 + "." + p64 + "." + s64 + "==", want: ReasonMalformed, msg: "signature"},
-			{name: "signature with one pad character", token: h64 + "." + p64 + "." + s64 + "=", want: ReasonMalformed, msg: "signature"},
-			{name: "signature with a plus", token: h64 + "." + p64 + "." + with(10, "+"), want: ReasonMalformed, msg: "signature"},
-			{name: "signature with a slash", token: h64 + "." + p64 + "." + with(10, "/"), want: ReasonMalformed, msg: "signature"},
-			{name: "signature in the standard alphabet", token: h64 + "." + p64 + "." +
-				base64.RawStdEncoding.EncodeToString(sig), want: ReasonMalformed, msg: "signature"},
-			{name: "signature with a line break", token: h64 + "." + p64 + "." + s64[:20] + "\n" + s64[20:],
-				want: ReasonMalformed, msg: "signature"},
-			{name: "signature with a space", token: h64 + "." + p64 + "." + s64[:20] + " " + s64[20:],
-				want: ReasonMalformed, msg: "signature"},
-			{name: "signature with non-zero trailing bits", token: h64 + "." + p64 + "." + nonCanonical,
-				want: ReasonMalformed, msg: "signature"},
-			{name: "signature cut to an impossible length", token: h64 + "." + p64 + "." + s64[:len(s64)-(len(s64)-1)%4],
-				want: ReasonMalformed, msg: "signature"},
-			{name: "empty signature", token: h64 + "." + p64 + ".", want: ReasonBadSignature, msg: "signature does not verify"},
-			{name: "header with padding", token: b64(string(hdr)) + "=." + p64 + "." + s64, want: ReasonMalformed, msg: "header"},
+			{name: "signature with padding", token: hp + s64 + "==", want: bad, msg: "signature"},
+			{name: "signature with one pad character", token: hp + s64 + "=", want: bad, msg: "signature"},
+			{name: "signature with a plus", token: hp + with(10, "+"), want: bad, msg: "signature"},
+			{name: "signature with a slash", token: hp + with(10, "/"), want: bad, msg: "signature"},
+			{name: "signature in the standard alphabet", token: hp + base64.RawStdEncoding.EncodeToString(sig),
+				want: bad, msg: "signature"},
+			{name: "signature with a line break", token: hp + s64[:20] + "\n" + s64[20:], want: bad, msg: "signature"},
+			{name: "signature with a space", token: hp + s64[:20] + " " + s64[20:], want: bad, msg: "signature"},
+			{name: "signature with non-zero trailing bits", token: hp + nonCanonical, want: bad, msg: "signature"},
+			{name: "signature cut to an impossible length", token: hp + s64[:len(s64)-(len(s64)-1)%4],
+				want: bad, msg: "signature"},
+			{name: "empty signature", token: hp, want: ReasonBadSignature, msg: "signature does not verify"},
+			{name: "header with padding", token: b64(string(hdr)) + "=." + p64 + "." + s64, want: bad, msg: "header"},
 			{name: "header with a line break", token: h64[:5] + "\r\n" + h64[5:] + "." + p64 + "." + s64,
-				want: ReasonMalformed, msg: "header"},
-			{name: "payload in the standard alphabet", token: h64 + "." + strings.NewReplacer("-", "+", "_", "/").Replace(p64) +
-				"+." + s64, want: ReasonMalformed, msg: "payload"},
+				want: bad, msg: "header"},
+			{name: "payload in the standard alphabet", token: h64 + "." + toStd.Replace(p64) + "+." + s64,
+				want: bad, msg: "payload"},
 			{name: "payload with a line break", token: h64 + "." + p64[:7] + "\n" + p64[7:] + "." + s64,
-				want: ReasonMalformed, msg: "payload"},
+				want: bad, msg: "payload"},
 			{name: "payload with padding", token: h64 + "." + base64.URLEncoding.EncodeToString(payload) + "=." + s64,
-				want: ReasonMalformed, msg: "payload"},
+				want: bad, msg: "payload"},
 		}
 		for _, tt := range tests {
 			t.Run(ak.alg+" "+tt.name, func(t *testing.T) {
@@ -327,7 +333,8 @@ func TestHeaderParameters(t *testing.T) {
 		msg    string
 	}{
 		{name: "plain", header: `{"alg":"RS256","kid":"rs1","typ":"JWT"}`},
-		{name: "whitespace", header: " {\n\t\"alg\" : \"RS256\" ,\r\n \"kid\":\"rs1\" } ", want: ReasonMalformed, msg: "not a JSON object"},
+		{name: "whitespace", header: " {\n\t\"alg\" : \"RS256\" ,\r\n \"kid\":\"rs1\" } ",
+			want: ReasonMalformed, msg: "not a JSON object"},
 		{name: "whitespace inside", header: "{\n\t\"alg\" : \"RS256\" ,\r\n \"kid\":\"rs1\" }\n"},
 		{name: "escaped names and values", header: `{"\u0061lg":"RS256","kid":"r\u00731","typ":"\u004aWT"}`},
 		{name: "agreeing case variant of alg", header: `{"alg":"RS256","ALG":"RS256","kid":"rs1"}`},
@@ -371,7 +378,8 @@ func TestHeaderParameters(t *testing.T) {
 			want: ReasonMalformed, msg: "malformed"},
 		{name: "nonce not a string", header: `{"alg":"RS256","kid":"rs1","nonce":5}`, want: ReasonMalformed, msg: "malformed"},
 		{name: "nonce", header: `{"alg":"RS256","kid":"rs1","nonce":"n-0S6_WzA2Mj"}`},
-		{name: "nested objects and unknown parameters", header: `{"x":{"alg":"none","y":[1,{"kid":"z"}]},"alg":"RS256","kid":"rs1","z":"}"}`},
+		{name: "nested objects and unknown parameters",
+			header: `{"x":{"alg":"none","y":[1,{"kid":"z"}]},"alg":"RS256","kid":"rs1","z":"}"}`},
 		{name: "ES256 header on an RSA signature, no kid", header: `{"alg":"ES256"}`,
 			want: ReasonBadSignature, msg: "signature does not verify"},
 	}
@@ -403,10 +411,12 @@ func TestRSAKeyForES256(t *testing.T) {
 		want  Reason
 		msg   string
 	}{
-		{name: "ES256 token naming the RSA key", token: signCompact(t, ks["ec1"], "ES256", `{"alg":"ES256","kid":"rs1"}`, payload, 0),
-			want: ReasonAlgorithm, msg: `does not match key "rs1"`},
-		{name: "ES256 token naming no key", token: signCompact(t, ks["ec1"], "ES256", `{"alg":"ES256"}`, payload, 0),
-			want: ReasonUnknownKey, msg: `no key fits algorithm "ES256"`},
+		{name: "ES256 token naming the RSA key",
+			token: signCompact(t, ks["ec1"], "ES256", `{"alg":"ES256","kid":"rs1"}`, payload, 0),
+			want:  ReasonAlgorithm, msg: `does not match key "rs1"`},
+		{name: "ES256 token naming no key",
+			token: signCompact(t, ks["ec1"], "ES256", `{"alg":"ES256"}`, payload, 0),
+			want:  ReasonUnknownKey, msg: `no key fits algorithm "ES256"`},
 		{name: "RSA signature under an ES256 header naming the RSA key",
 			token: signCompact(t, ks["rs1"], "RS256", `{"alg":"ES256","kid":"rs1"}`, payload, 0),
 			want:  ReasonAlgorithm, msg: `does not match key "rs1"`},
@@ -560,8 +570,7 @@ func compactAll(t *testing.T, m map[string]json.RawMessage) map[string]string {
 func BenchmarkVerifyAlgorithms(b *testing.B) {
 	ks := keys(b)
 	p := newTestIdP(b, "rs1", "ec1", "ec384", "ed1")
-	v := startVerifier(b, []IssuerConfig{{Issuer: p.issuer, Audiences: []string{"superset"}, Algorithms: allAlgorithms}},
-		Options{CacheSize: -1}, p.issuer)
+	v := allAlgorithmsVerifier(b, p, Options{CacheSize: -1})
 	for _, ak := range []struct{ alg, kid string }{{"PS256", "rs1"}, {"ES384", "ec384"}, {"EdDSA", "ed1"}} {
 		raw := mint(b, ks[ak.kid], ak.alg, nil, claims(p.issuer, map[string]any{"exp": time.Now().Add(24 * time.Hour).Unix()}))
 		b.Run(ak.alg, func(b *testing.B) {
@@ -583,8 +592,7 @@ func BenchmarkVerifyAlgorithms(b *testing.B) {
 func FuzzSignatureAgainstGoJose(f *testing.F) {
 	ks := keys(f)
 	p := newTestIdP(f, "rs1", "ec1", "ec384", "ed1")
-	v := startVerifier(f, []IssuerConfig{{Issuer: p.issuer, Audiences: []string{"superset"}, Algorithms: allAlgorithms}},
-		Options{RefetchInterval: time.Hour, CacheSize: -1}, p.issuer)
+	v := allAlgorithmsVerifier(f, p, Options{RefetchInterval: time.Hour, CacheSize: -1})
 	c := claims(p.issuer, map[string]any{"exp": time.Now().Add(24 * time.Hour).Unix()})
 	for _, ak := range []struct{ alg, kid string }{
 		{"RS256", "rs1"}, {"PS384", "rs1"}, {"ES256", "ec1"}, {"ES384", "ec384"}, {"EdDSA", "ed1"},

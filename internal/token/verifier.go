@@ -319,7 +319,8 @@ func (v *Verifier) verify(ctx context.Context, raw string) (*Identity, *issuer, 
 		return nil, nil, errorf(ReasonMalformed, "token header has the unencoded-payload parameter \"b64\"")
 	}
 	if strings.EqualFold(hdr.Typ, "at+jwt") || strings.EqualFold(hdr.Typ, "application/at+jwt") {
-		return nil, nil, errorf(ReasonMalformed, "token type %s is an access token, not an ID token", quote(hdr.Typ))
+		return nil, nil, errorf(ReasonMalformed, "token type %s is an access token, not an ID token",
+			quote(hdr.Typ))
 	}
 
 	payload, err := decodeSegment(dec, pseg)
@@ -353,8 +354,8 @@ func (v *Verifier) verify(ctx context.Context, raw string) (*Identity, *issuer, 
 	// The signature algorithm is the one of the parameter named exactly
 	// "alg"; a header whose case variants of it disagree is malformed.
 	if !hdr.hasExactAlg || hdr.exactAlg != hdr.Alg {
-		return nil, iss, errorf(ReasonMalformed, "token is malformed: unexpected signature algorithm %s; expected [%s]",
-			quote(hdr.exactAlg), quote(hdr.Alg))
+		return nil, iss, errorf(ReasonMalformed,
+			"token is malformed: unexpected signature algorithm %s; expected [%s]", quote(hdr.exactAlg), quote(hdr.Alg))
 	}
 	if hdr.needsJOSE {
 		// A rare header (see jwtHeader.needsJOSE) whose syntax go-jose

@@ -68,7 +68,7 @@ func BenchmarkEvaluateShipped(b *testing.B) {
 	// The prepared query alone, as `opa bench` runs it.
 	b.Run("query_only", func(b *testing.B) {
 		rev := e.current.Load()
-		input, err := inputValue(in)
+		input, err := inputValue(in, nil)
 		if err != nil {
 			b.Fatalf("inputValue: %v", err)
 		}
@@ -89,7 +89,7 @@ func BenchmarkInputConversion(b *testing.B) {
 	b.Run("direct", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			if _, err := inputValue(in); err != nil {
+			if _, err := inputValue(in, nil); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -38,7 +38,7 @@ var asTerm = rego.EvalGenerateJSON(func(t *ast.Term, _ *rego.EvalContext) (any, 
 // everyone whose part is equal (except explanations, always evaluated).
 func (e *Engine) eval(ctx context.Context, rev *revision, in Input, explain bool) (*Result, error) {
 	if rev.reads == nil {
-		input, err := inputValue(in)
+		input, err := inputValue(in, nil)
 		if err != nil {
 			return nil, err
 		}
@@ -57,7 +57,7 @@ func (e *Engine) eval(ctx context.Context, rev *revision, in Input, explain bool
 			e.metrics.shared(false)
 		}
 	}
-	input, err := rev.reads.value(in)
+	input, err := inputValue(in, rev.reads)
 	if err != nil {
 		return nil, err
 	}
@@ -350,8 +350,13 @@ func typeName(v ast.Value) string {
 }
 
 // inputValue builds the policy input as an AST value directly, which is
-// cheaper than encoding the struct to JSON and parsing it back.
-func inputValue(in Input) (ast.Value, error) {
+// cheaper than encoding the struct to JSON and parsing it back. With a
+// declaration r, only the declared parts are there; claims and context
+// are always objects, possibly empty.
+func inputValue(in Input, r *readSet) (ast.Value, error) {
+	if r != nil {
+		in = r.project(in)
+	}
 	claims, err := anyTerm(in.Claims)
 	if err != nil {
 		return nil, fmt.Errorf("convert claims to policy input: %w", err)
@@ -360,18 +365,27 @@ func inputValue(in Input) (ast.Value, error) {
 	if err != nil {
 		return nil, fmt.Errorf("convert context to policy input: %w", err)
 	}
-	groups := make([]*ast.Term, len(in.Groups))
-	for i, g := range in.Groups {
-		groups[i] = ast.StringTerm(g)
-	}
-	return ast.NewObject(
-		ast.Item(ast.InternedTerm("issuer"), ast.StringTerm(in.Issuer)),
+	items := make([][2]*ast.Term, 0, 6)
+	items = append(items,
 		ast.Item(ast.InternedTerm("claims"), claims),
-		ast.Item(ast.InternedTerm("groups"), ast.ArrayTerm(groups...)),
-		ast.Item(ast.InternedTerm("groups_overage"), ast.InternedTerm(in.GroupsOverage)),
-		ast.Item(ast.InternedTerm("username"), ast.StringTerm(in.Username)),
-		ast.Item(ast.InternedTerm("context"), reqCtx),
-	), nil
+		ast.Item(ast.InternedTerm("context"), reqCtx))
+	if r == nil || r.issuer {
+		items = append(items, ast.Item(ast.InternedTerm("issuer"), ast.StringTerm(in.Issuer)))
+	}
+	if r == nil || r.groups {
+		groups := make([]*ast.Term, len(in.Groups))
+		for i, g := range in.Groups {
+			groups[i] = ast.StringTerm(g)
+		}
+		items = append(items, ast.Item(ast.InternedTerm("groups"), ast.ArrayTerm(groups...)))
+	}
+	if r == nil || r.overage {
+		items = append(items, ast.Item(ast.InternedTerm("groups_overage"), ast.InternedTerm(in.GroupsOverage)))
+	}
+	if r == nil || r.username {
+		items = append(items, ast.Item(ast.InternedTerm("username"), ast.StringTerm(in.Username)))
+	}
+	return ast.NewObject(items...), nil
 }
 
 // anyTerm converts a decoded JSON map to a term; a nil map becomes {}.

@@ -332,38 +332,3 @@ func pick(m map[string]any, all bool, names []string) map[string]any {
 	}
 	return out
 }
-
-// value builds the projected input as an AST object with only the
-// declared fields; claims and context are always objects, possibly empty.
-func (r *readSet) value(in Input) (ast.Value, error) {
-	p := r.project(in)
-	claims, err := anyTerm(p.Claims)
-	if err != nil {
-		return nil, fmt.Errorf("convert claims to policy input: %w", err)
-	}
-	reqCtx, err := anyTerm(p.Context)
-	if err != nil {
-		return nil, fmt.Errorf("convert context to policy input: %w", err)
-	}
-	items := make([][2]*ast.Term, 0, 6)
-	items = append(items,
-		ast.Item(ast.InternedTerm("claims"), claims),
-		ast.Item(ast.InternedTerm("context"), reqCtx))
-	if r.issuer {
-		items = append(items, ast.Item(ast.InternedTerm("issuer"), ast.StringTerm(p.Issuer)))
-	}
-	if r.groups {
-		groups := make([]*ast.Term, len(p.Groups))
-		for i, g := range p.Groups {
-			groups[i] = ast.StringTerm(g)
-		}
-		items = append(items, ast.Item(ast.InternedTerm("groups"), ast.ArrayTerm(groups...)))
-	}
-	if r.overage {
-		items = append(items, ast.Item(ast.InternedTerm("groups_overage"), ast.InternedTerm(p.GroupsOverage)))
-	}
-	if r.username {
-		items = append(items, ast.Item(ast.InternedTerm("username"), ast.StringTerm(p.Username)))
-	}
-	return ast.NewObject(items...), nil
-}

@@ -78,30 +78,22 @@ func TestSharedDeclarationDecidesAlone(t *testing.T) {
 	for i := range n {
 		in := randomInput(r)
 		ctx := context.Background()
-		got, err := e.Evaluate(ctx, in, false)
-		if err != nil {
-			t.Fatalf("input %d: Evaluate: %v", i, err)
-		}
-		want, err := e.eval(ctx, whole, in, false)
-		if err != nil {
-			t.Fatalf("input %d: whole input: %v", i, err)
-		}
-		if diff := cmp.Diff(want, got); diff != "" {
-			t.Fatalf("input %d %+v: shared decision differs from the whole input's (-want +got):\n%s", i, in, diff)
-		}
-		gotX, err := e.Evaluate(ctx, in, true)
-		if err != nil {
-			t.Fatalf("input %d: Evaluate with explanation: %v", i, err)
-		}
-		wantX, err := e.eval(ctx, whole, in, true)
-		if err != nil {
-			t.Fatalf("input %d: whole input with explanation: %v", i, err)
-		}
-		if diff := cmp.Diff(wantX, gotX); diff != "" {
-			t.Fatalf("input %d %+v: explanation differs from the whole input's (-want +got):\n%s", i, in, diff)
-		}
-		if got.Allow {
-			allowed++
+		for _, explain := range []bool{false, true} {
+			got, err := e.Evaluate(ctx, in, explain)
+			if err != nil {
+				t.Fatalf("input %d, explain %v: Evaluate: %v", i, explain, err)
+			}
+			want, err := e.eval(ctx, whole, in, explain)
+			if err != nil {
+				t.Fatalf("input %d, explain %v: whole input: %v", i, explain, err)
+			}
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Fatalf("input %d %+v, explain %v: decision over the declared input differs from the whole input's (-want +got):\n%s",
+					i, in, explain, diff)
+			}
+			if got.Allow && !explain {
+				allowed++
+			}
 		}
 	}
 	if allowed == 0 || allowed == n {

@@ -152,10 +152,15 @@ func TestFirstDecisionFromTheCommandLine(t *testing.T) {
 		t.Fatalf("check: exit %d: %s%s", code, out, stderr)
 	}
 	for _, want := range []string{"ALLOWED", "Alpha", "group 'Data Engineers' grants role Alpha",
-		"department = 'Finance'", "sha256:", "matched policy data"} {
+		"department = 'Finance'", "sha256:", "matched policy data", `"department": "Finance"`} {
 		if !strings.Contains(out, want) {
 			t.Errorf("check output lacks %q:\n%s", want, out)
 		}
+	}
+	// The shipped policy declares the claims it reads (input_paths): the
+	// explanation shows those, not the email it never sees.
+	if _, seen, _ := strings.Cut(out, "claims seen by the policy"); strings.Contains(seen, "alice@example.com") {
+		t.Errorf("check --explain shows a claim the policy does not see:\n%s", out)
 	}
 	if !strings.Contains(d.stderr.String(), "NOT FOR PRODUCTION") {
 		t.Error("dev mode does not say it is not for production")

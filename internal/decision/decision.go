@@ -64,6 +64,9 @@ type Decision struct {
 	// Matches are the policy data entries that matched, when explain was
 	// asked for.
 	Matches []map[string]any
+	// Seen is the input as the policy saw it, when explain was asked for:
+	// only the declared parts for a policy that declares input_paths.
+	Seen *policy.Input
 	// Timing breaks the decision's latency down.
 	Timing Timing
 }
@@ -238,6 +241,7 @@ func (s *Service) Decide(ctx context.Context, req Request) (*Decision, error) {
 		Revision:  res.Revision,
 		ExpiresAt: id.Expiry,
 		Matches:   res.Matches,
+		Seen:      res.Seen,
 		Roles:     []string{},
 		Filters:   []rls.Rendered{},
 	}

@@ -147,8 +147,8 @@ func New(opts Options) (*Engine, error) {
 	}
 	e.swap(rev)
 	e.metrics.reloaded("success")
-	e.log.Info("policy loaded", "source", opts.Source, "revision", rev.id, "files", len(rev.files),
-		"shared_results", rev.results != nil, "not_shared_because", rev.unshared)
+	e.log.Info("policy loaded", append([]any{"source", opts.Source, "revision", rev.id, "files", len(rev.files)},
+		rev.sharingAttrs()...)...)
 	return e, nil
 }
 
@@ -264,8 +264,8 @@ func (e *Engine) apply(snap *snapshot, force bool) error {
 		e.bundle.last = snap
 	}
 	e.metrics.reloaded("success")
-	attrs := []any{"source", e.opts.Source, "revision", rev.id, "previous_revision", old,
-		"shared_results", rev.results != nil, "not_shared_because", rev.unshared}
+	attrs := append([]any{"source", e.opts.Source, "revision", rev.id, "previous_revision", old},
+		rev.sharingAttrs()...)
 	if snap.bundleRevision != "" {
 		attrs = append(attrs, "bundle_revision", snap.bundleRevision)
 	}

@@ -42,7 +42,11 @@ func (e *Engine) eval(ctx context.Context, rev *revision, in Input, explain bool
 		if err != nil {
 			return nil, err
 		}
-		return e.evalValue(ctx, rev, input, explain)
+		res, err := e.evalValue(ctx, rev, input, explain)
+		if err == nil && explain {
+			res.Seen = &in
+		}
+		return res, err
 	}
 	var (
 		key   [sha256.Size]byte
@@ -62,7 +66,12 @@ func (e *Engine) eval(ctx context.Context, rev *revision, in Input, explain bool
 		return nil, err
 	}
 	res, err := e.evalValue(ctx, rev, input, explain)
-	if err == nil && keyed {
+	switch {
+	case err != nil:
+	case explain:
+		seen := rev.reads.project(in)
+		res.Seen = &seen
+	case keyed:
 		rev.results.Add(key, res)
 	}
 	return res, err

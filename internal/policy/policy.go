@@ -42,6 +42,10 @@ type Result struct {
 	// Matches are the data entries that matched, when the policy exposes
 	// them (rule "matches"); only filled when explanation was asked for.
 	Matches []map[string]any `json:"matches,omitempty"`
+	// Seen is the input as the policy saw it: only the declared parts
+	// when the policy declares input_paths. Only filled when explanation
+	// was asked for.
+	Seen *Input `json:"-"`
 	// Revision is the policy revision that produced this result.
 	Revision string `json:"revision,omitempty"`
 }

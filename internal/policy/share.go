@@ -332,3 +332,12 @@ func pick(m map[string]any, all bool, names []string) map[string]any {
 	}
 	return out
 }
+
+// sharingAttrs describes for the load log line whether the revision shares
+// results, and why not.
+func (rev *revision) sharingAttrs() []any {
+	if rev.results != nil {
+		return []any{"shared_results", true}
+	}
+	return []any{"shared_results", false, "not_shared_because", rev.unshared}
+}

@@ -105,13 +105,19 @@ func toResponse(d *decision.Decision) *authzv1.DecideResponse {
 		})
 	}
 	if d.Matches != nil {
-		ex := &authzv1.Explanation{Groups: nonNil(id.Groups)}
+		// What the policy saw: only the declared parts of the input when
+		// the policy declares input_paths.
+		groups, claims := id.Groups, id.Claims
+		if d.Seen != nil {
+			groups, claims = d.Seen.Groups, d.Seen.Claims
+		}
+		ex := &authzv1.Explanation{Groups: nonNil(groups)}
 		for _, m := range d.Matches {
 			if s, err := structpb.NewStruct(jsonSafe(m)); err == nil {
 				ex.Matches = append(ex.Matches, s)
 			}
 		}
-		if s, err := structpb.NewStruct(jsonSafe(id.Claims)); err == nil {
+		if s, err := structpb.NewStruct(jsonSafe(claims)); err == nil {
 			ex.Claims = s
 		}
 		resp.Explanation = ex

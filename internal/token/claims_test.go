@@ -263,7 +263,7 @@ func TestVerifiedTokenCache(t *testing.T) {
 	if got := hits(); got != 1 {
 		t.Errorf("got %v cache hits after exp, want still 1", got)
 	}
-	if got := v.cache.len(); got != 0 {
+	if got := v.cache.Len(); got != 0 {
 		t.Errorf("got %d cache entries after exp, want 0", got)
 	}
 
@@ -283,7 +283,7 @@ func TestVerifiedTokenCache(t *testing.T) {
 		_, err := v.Verify(ctx, bad)
 		wantRefusal(t, err, ReasonAudience, "grafana")
 	}
-	if got := v.cache.len(); got != 0 {
+	if got := v.cache.Len(); got != 0 {
 		t.Errorf("got %d cache entries after failures, want 0", got)
 	}
 
@@ -293,7 +293,7 @@ func TestVerifiedTokenCache(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if got := v.cache.len(); got != 2 {
+	if got := v.cache.Len(); got != 2 {
 		t.Errorf("got %d cache entries, want the bound 2", got)
 	}
 }

@@ -98,7 +98,7 @@ func (c *issuerCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	n := 0
 	if c.v.cache != nil {
-		n = c.v.cache.len()
+		n = c.v.cache.Len()
 	}
 	ch <- prometheus.MustNewConstMetric(c.cached, prometheus.GaugeValue, float64(n))
 }

@@ -17,6 +17,8 @@ import (
 
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/authzd/authzd/internal/lru"
 )
 
 // Defaults of Options, used when a field is zero.
@@ -175,7 +177,7 @@ type Verifier struct {
 	opts    Options
 	issuers map[string]*issuer
 	order   []*issuer
-	cache   *tokenCache
+	cache   *lru.Cache[[sha256.Size]byte, *cacheEntry]
 	metrics *metrics
 
 	startOnce sync.Once
@@ -211,7 +213,7 @@ func NewVerifier(issuers []IssuerConfig, opts Options) (*Verifier, error) {
 		return nil, fmt.Errorf("token verifier configuration: %w", errors.Join(errs...))
 	}
 	if opts.CacheSize > 0 {
-		v.cache = newTokenCache(opts.CacheSize)
+		v.cache = lru.New[[sha256.Size]byte, *cacheEntry](opts.CacheSize)
 	}
 	if opts.Registerer != nil {
 		m, err := newMetrics(opts.Registerer, v)
@@ -267,7 +269,7 @@ func (v *Verifier) verify(ctx context.Context, raw string) (*Identity, *issuer, 
 	var cacheKey [sha256.Size]byte
 	if v.cache != nil {
 		cacheKey = sha256.Sum256([]byte(raw))
-		if e, ok := v.cache.get(cacheKey); ok {
+		if e, ok := v.cache.Get(cacheKey); ok {
 			// An entry is only good while its token is unexpired and the
 			// key set it was checked against is still current; otherwise
 			// the token is verified again from scratch.
@@ -275,7 +277,7 @@ func (v *Verifier) verify(ctx context.Context, raw string) (*Identity, *issuer, 
 				v.metrics.cacheHit()
 				return e.id, e.iss, nil
 			}
-			v.cache.remove(cacheKey)
+			v.cache.Remove(cacheKey)
 		}
 		v.metrics.cacheMiss()
 	}
@@ -411,7 +413,7 @@ func (v *Verifier) verify(ctx context.Context, raw string) (*Identity, *issuer, 
 		return nil, iss, cerr
 	}
 	if v.cache != nil && now.Before(id.Expiry) {
-		v.cache.put(cacheKey, &cacheEntry{id: id, iss: iss, keys: keys})
+		v.cache.Add(cacheKey, &cacheEntry{id: id, iss: iss, keys: keys})
 	}
 	return id, iss, nil
 }

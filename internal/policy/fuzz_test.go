@@ -8,14 +8,17 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/authzd/authzd/policies"
 )
 
 // FuzzEvaluateShipped feeds arbitrary claims and groups to the shipped
 // policy. Claims are verified but their content is anyone's: whatever they
-// hold, the policy must decide without error, allow exactly when it grants
-// a role, give each filter values of one kind, and leave no governed table
-// without a filter unless an exempt role is granted.
+// hold, the policy must decide without error, decide over its declared
+// input as over the whole input, allow exactly when it grants a role, give
+// each filter values of one kind, and leave no governed table without a
+// filter unless an exempt role is granted.
 func FuzzEvaluateShipped(f *testing.F) {
 	e, err := New(Options{FS: policies.FS})
 	if err != nil {
@@ -49,6 +52,19 @@ func FuzzEvaluateShipped(f *testing.F) {
 		res, err := e.Evaluate(context.Background(), in, true)
 		if err != nil {
 			t.Fatalf("Evaluate(%s, %q): %v", claimsJSON, group, err)
+		}
+		// The decision over the declared input (input_paths), perhaps a
+		// shared one, is the decision over the whole input.
+		shared, err := e.Evaluate(context.Background(), in, false)
+		if err != nil {
+			t.Fatalf("Evaluate(%s, %q) without explanation: %v", claimsJSON, group, err)
+		}
+		whole, err := e.eval(context.Background(), wholeInput(t, e), in, false)
+		if err != nil {
+			t.Fatalf("Evaluate(%s, %q) over the whole input: %v", claimsJSON, group, err)
+		}
+		if diff := cmp.Diff(whole, shared); diff != "" {
+			t.Errorf("decision over the declared input differs from the whole input's (-want +got):\n%s", diff)
 		}
 		if res.Allow != (len(res.Roles) > 0) {
 			t.Errorf("got allow %v with roles %q, want allow exactly when a role is granted", res.Allow, res.Roles)

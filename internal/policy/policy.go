@@ -9,7 +9,9 @@
 // keeps serving. Instead of a directory, the policy may come from an OPA
 // bundle server (BundleConf), polled and verified with OPA's own download
 // and bundle packages, with the same checks and the same keep-last-good
-// behaviour.
+// behaviour. A policy that declares the parts of the input it reads (rule
+// input_paths) sees only those, and its results are shared by everyone
+// whose parts are equal.
 package policy
 
 import (

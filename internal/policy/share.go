@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"math"
 	"slices"
-	"sort"
 	"strconv"
 	"sync"
 
@@ -286,7 +285,7 @@ func appendValue(b []byte, v any) ([]byte, bool) {
 		for k := range x {
 			keys = append(keys, k)
 		}
-		sort.Strings(keys)
+		slices.Sort(keys)
 		b = binary.AppendUvarint(append(b, 'o'), uint64(len(x)))
 		for _, k := range keys {
 			var ok bool

@@ -53,21 +53,7 @@ func newCacheFixture(t *testing.T) *cacheFixture {
 	if err != nil {
 		t.Fatalf("policy.New: %v", err)
 	}
-	v, err := token.NewVerifier([]token.IssuerConfig{{Issuer: idp.Issuer(), Audiences: []string{devidp.Audience}}},
-		token.Options{CacheSize: -1})
-	if err != nil {
-		t.Fatalf("NewVerifier: %v", err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	v.Start(ctx)
-	deadline := time.Now().Add(30 * time.Second)
-	for !v.Ready() {
-		if time.Now().After(deadline) {
-			t.Fatal("verifier did not fetch the keys within 30s")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	v := startVerifier(t, idp, -1)
 	renderer, err := rls.NewRenderer(rls.Conf{})
 	if err != nil {
 		t.Fatalf("NewRenderer: %v", err)

@@ -58,23 +58,7 @@ func newBenchFixture(b *testing.B) *benchFixture {
 // fetched its keys; cacheSize is token.Options.CacheSize (-1 disables).
 func (f *benchFixture) verifier(b *testing.B, cacheSize int) *token.Verifier {
 	b.Helper()
-	v, err := token.NewVerifier([]token.IssuerConfig{{
-		Issuer: f.idp.Issuer(), Audiences: []string{devidp.Audience},
-	}}, token.Options{CacheSize: cacheSize})
-	if err != nil {
-		b.Fatalf("NewVerifier: %v", err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	b.Cleanup(cancel)
-	v.Start(ctx)
-	deadline := time.Now().Add(30 * time.Second)
-	for !v.Ready() {
-		if time.Now().After(deadline) {
-			b.Fatal("verifier did not fetch the keys within 30s")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	return v
+	return startVerifier(b, f.idp, cacheSize)
 }
 
 // service returns a decision service over the fixture with the given
@@ -215,6 +199,30 @@ func BenchmarkDecideCached(b *testing.B) {
 			}
 		})
 	}
+}
+
+// startVerifier returns a verifier of idp's issuer, started for the life of
+// the test, once it has fetched the keys; cacheSize is
+// token.Options.CacheSize (-1 disables).
+func startVerifier(tb testing.TB, idp *devidp.Provider, cacheSize int) *token.Verifier {
+	tb.Helper()
+	v, err := token.NewVerifier([]token.IssuerConfig{{
+		Issuer: idp.Issuer(), Audiences: []string{devidp.Audience},
+	}}, token.Options{CacheSize: cacheSize})
+	if err != nil {
+		tb.Fatalf("NewVerifier: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	tb.Cleanup(cancel)
+	v.Start(ctx)
+	deadline := time.Now().Add(30 * time.Second)
+	for !v.Ready() {
+		if time.Now().After(deadline) {
+			tb.Fatal("verifier did not fetch the keys within 30s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return v
 }
 
 // startDevIdP serves a dev identity provider (discovery and JWKS) on a

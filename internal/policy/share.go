@@ -274,12 +274,6 @@ func appendValue(b []byte, v any) ([]byte, bool) {
 			}
 		}
 		return b, true
-	case []string:
-		b = binary.AppendUvarint(append(b, 'a'), uint64(len(x)))
-		for _, e := range x {
-			b = appendString(append(b, 's'), e)
-		}
-		return b, true
 	case map[string]any:
 		keys := make([]string, 0, len(x))
 		for k := range x {
